@@ -1,0 +1,5 @@
+"""Activation, attention and KV caches."""
+
+from .kv import KVCache
+
+__all__ = ["KVCache"]

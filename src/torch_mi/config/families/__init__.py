@@ -1,0 +1,20 @@
+"""Family registry: HF ``model_type`` -> translator to TransformerConfig."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..types import TransformerConfig
+from . import gemma, gemma2, llama, mistral, phi3, qwen2, starcoder2
+
+TRANSLATORS: dict[str, Callable[[dict], TransformerConfig]] = {
+    "gemma": gemma.translate,
+    "gemma2": gemma2.translate,
+    "llama": llama.translate,
+    "mistral": mistral.translate,
+    "phi3": phi3.translate,
+    "qwen2": qwen2.translate,
+    "starcoder2": starcoder2.translate,
+}
+
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(TRANSLATORS))

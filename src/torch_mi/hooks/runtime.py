@@ -1,0 +1,119 @@
+"""Per-call hook dispatch: the only hook logic model code ever sees is ``hooks.fire(p, t)``.
+
+A :class:`HookRuntime` is built at the start of a forward from the caller's HookSpec after
+checking every point against the model. An empty spec gets :data:`NO_HOOKS`, whose ``fire``
+returns its argument untouched: no clone, no allocation, no dictionary entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+
+from ..errors import HookError, did_you_mean
+from .cache import HookCache
+from .interventions import Intervention
+from .points import HookPoint
+from .spec import HookSpec
+
+
+class _Site:
+    """What happens at one active point: capture? which interventions, in order."""
+
+    __slots__ = ("capture", "clone", "interventions")
+
+    def __init__(self) -> None:
+        self.capture = False
+        self.clone = False
+        self.interventions: list[Intervention] = []
+
+
+class HookRuntime:
+    """Dispatches captures and interventions for one forward call."""
+
+    def __init__(self, spec: HookSpec, cache: HookCache) -> None:
+        self.cache = cache
+        self.keep_grad = spec.keep_grad
+        self.state_knockout = spec.state_knockout
+        self.state_steering = spec.state_steering
+        sites: dict[HookPoint, _Site] = {}
+        for point in spec.captures():
+            sites.setdefault(point, _Site()).capture = True
+        for point, intervention in spec.interventions():
+            site = sites.setdefault(point, _Site())
+            site.interventions.append(intervention)
+            # An Apply function may modify its input in place: keep the capture safe.
+            site.clone = site.clone or intervention.kind == "Apply"
+        self._sites = sites
+
+    def is_active(self, point: HookPoint) -> bool:
+        """True if the point is captured or intervened on in this call."""
+        return point in self._sites
+
+    def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
+        """Capture, then apply this point's interventions in registration order."""
+        site = self._sites.get(point)
+        if site is None:
+            return tensor
+        if site.capture:
+            kept = tensor if self.keep_grad else tensor.detach()
+            self.cache.store(point, kept.clone() if site.clone and site.interventions else kept)
+        for intervention in site.interventions:
+            tensor = intervention.apply(tensor, point)
+        return tensor
+
+
+class _NoHooks(HookRuntime):
+    """The empty spec: every call is a pass-through."""
+
+    def __init__(self) -> None:  # no spec, no cache, no sites
+        self.keep_grad = False
+        self.state_knockout = None
+        self.state_steering = None
+        self._sites = {}
+
+    def is_active(self, point: HookPoint) -> bool:
+        return False
+
+    def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+NO_HOOKS: HookRuntime = _NoHooks()
+
+
+def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int) -> None:
+    """Raise HookError for any point of ``spec`` this model does not have.
+
+    Out-of-range layers name the valid range; unknown names get close-match suggestions.
+    """
+    for point in spec.points():
+        if point in valid:
+            continue
+        if point.layer is not None and not 0 <= point.layer < num_layers:
+            raise HookError(
+                f"hook point '{point}': layer {point.layer} is out of range; this model has "
+                f"{num_layers} layers (0..{num_layers - 1})"
+            )
+        names = [str(p) for p in valid]
+        if point.layer is not None:
+            what = f"this model has no '{point}' ({point.variant} is not computed by this backend)"
+        else:
+            what = f"unknown hook point '{point}'"
+        raise HookError(
+            what + "." + did_you_mean(str(point), names) + " See model.hook_points() for the list."
+        )
+
+
+def make_runtime(
+    spec: HookSpec | None, valid: Collection[HookPoint], num_layers: int
+) -> tuple[HookRuntime, HookCache]:
+    """Validate ``spec`` and return the runtime plus the cache it fills."""
+    cache = HookCache()
+    if spec is None or spec.is_empty():
+        return NO_HOOKS, cache
+    if not isinstance(spec, HookSpec):
+        raise HookError(f"hooks must be a HookSpec, got {type(spec).__name__}")
+    validate_spec(spec, valid, num_layers)
+    return HookRuntime(spec, cache), cache

@@ -1,0 +1,86 @@
+"""RWKV state interventions, carried on a HookSpec.
+
+``StateKnockoutSpec`` removes the k·vᵀ write of the listed token positions from the
+recurrent state of the listed layers (decay still applies); ``StateSteeringSpec`` scales
+that write by ``scale`` instead (0 = knockout, 1 = no-op). If both target a layer, the
+knockout wins for that whole layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import InterventionError
+from ..selection import LayerSpec, add_layers
+
+
+class _StateSpecBase:
+    """Positions x layers selection shared by the two state specs (chainable builders)."""
+
+    def __init__(self) -> None:
+        self.positions_list: list[int] = []
+        self.layer_spec: LayerSpec = LayerSpec.All
+
+    def position(self, pos: int):
+        if pos not in self.positions_list:
+            self.positions_list.append(int(pos))
+        return self
+
+    def positions(self, positions: Iterable[int]):
+        for p in positions:
+            self.position(p)
+        return self
+
+    def layer(self, layer: int):
+        self.layer_spec = add_layers(self.layer_spec, [layer])
+        return self
+
+    def layers(self, layers: Iterable[int]):
+        self.layer_spec = add_layers(self.layer_spec, layers)
+        return self
+
+    def layer_range(self, start: int, end: int):
+        self.layer_spec = LayerSpec.Range(start, end)
+        return self
+
+    def applies_to_layer(self, layer: int) -> bool:
+        return self.layer_spec.contains(layer)
+
+    def position_set(self) -> frozenset[int]:
+        return frozenset(self.positions_list)
+
+    def validate(self, n_layers: int, seq_len: int) -> None:
+        if not self.positions_list:
+            raise InterventionError(
+                f"{type(self).__name__} has no positions: add some with .position(p)"
+            )
+        bad = [p for p in self.positions_list if not 0 <= p < seq_len]
+        if bad:
+            raise InterventionError(
+                f"{type(self).__name__}: position(s) {bad} out of range for a sequence of "
+                f"{seq_len} tokens"
+            )
+        self.layer_spec.validate(n_layers)
+
+
+class StateKnockoutSpec(_StateSpecBase):
+    """Knock the listed positions out of the RWKV state at the listed layers (all by default)."""
+
+    def __repr__(self) -> str:
+        return f"StateKnockoutSpec(positions={self.positions_list}, layers={self.layer_spec})"
+
+
+class StateSteeringSpec(_StateSpecBase):
+    """Scale the state write of the listed positions by ``scale`` (must be >= 0)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        if scale < 0:
+            raise InterventionError(f"StateSteeringSpec scale must be >= 0, got {scale}")
+        self.scale = float(scale)
+
+    def __repr__(self) -> str:
+        return (
+            f"StateSteeringSpec(scale={self.scale}, positions={self.positions_list}, "
+            f"layers={self.layer_spec})"
+        )

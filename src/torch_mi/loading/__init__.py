@@ -1,0 +1,1 @@
+"""Weight loading: safetensors (single or sharded), GGUF, Hub resolution."""

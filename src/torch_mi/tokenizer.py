@@ -1,0 +1,100 @@
+"""MITokenizer: a thin, typed wrapper over a HuggingFace ``tokenizers.Tokenizer``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from .errors import TokenizerError
+
+
+class MITokenizer:
+    """Encode/decode text for a model. ``encode`` adds the model's special tokens (e.g. BOS
+    for LLaMA/Gemma); ``encode_raw`` does not. ``decode`` keeps special tokens."""
+
+    def __init__(self, tokenizer: Tokenizer, *, eos_token_ids: tuple[int, ...] = (),
+                 bos_token_id: int | None = None, pad_token_id: int | None = None) -> None:
+        if not isinstance(tokenizer, Tokenizer):
+            raise TokenizerError(f"MITokenizer wraps a tokenizers.Tokenizer, got "
+                                 f"{type(tokenizer).__name__}")
+        self.inner = tokenizer
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.bos_token_id = bos_token_id
+        self.pad_token_id = pad_token_id
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **special: object) -> MITokenizer:
+        """Load a ``tokenizer.json`` file (or a directory containing one)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.exists():
+            raise TokenizerError(f"no tokenizer file at {path}; the model folder needs a "
+                                 f"tokenizer.json (HF fast tokenizer format)")
+        try:
+            inner = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            raise TokenizerError(f"cannot load tokenizer {path}: {exc}") from exc
+        return cls(inner, **special)  # type: ignore[arg-type]
+
+    from_hf_path = from_file
+
+    # ---- encoding -------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids with the model's special tokens added (e.g. BOS)."""
+        return self._encode(text, add_special_tokens=True).ids
+
+    def encode_raw(self, text: str) -> list[int]:
+        """Token ids without special tokens."""
+        return self._encode(text, add_special_tokens=False).ids
+
+    def _encode(self, text: str, add_special_tokens: bool):
+        if not isinstance(text, str):
+            raise TokenizerError(f"encode needs a str, got {type(text).__name__}")
+        try:
+            return self.inner.encode(text, add_special_tokens=add_special_tokens)
+        except Exception as exc:
+            raise TokenizerError(f"cannot encode {text[:40]!r}: {exc}") from exc
+
+    # ---- decoding -------------------------------------------------------------------------
+    def decode(self, ids) -> str:
+        """Text of ``ids`` (special tokens kept)."""
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise TokenizerError(f"token ids {bad[:5]} are outside the vocabulary "
+                                 f"(0..{self.vocab_size - 1})")
+        return self.inner.decode(ids, skip_special_tokens=False)
+
+    def decode_token(self, token_id: int) -> str:
+        return self.decode([int(token_id)])
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The raw vocabulary string of a token (e.g. 'ĠParis'), or None."""
+        return self.inner.id_to_token(int(token_id))
+
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size including added tokens."""
+        return self.inner.get_vocab_size(with_added_tokens=True)
+
+    def find_token_id(self, word: str) -> int:
+        """Id of ``word`` as a single token in running text.
+
+        Tries ``" " + word`` then ``word`` without special tokens: if either is exactly one
+        token, that id is returned; otherwise the last id of the spaced encoding.
+        """
+        spaced = self.encode_raw(" " + word)
+        if len(spaced) == 1:
+            return spaced[0]
+        bare = self.encode_raw(word)
+        if len(bare) == 1:
+            return bare[0]
+        if not spaced:
+            raise TokenizerError(f"{word!r} encodes to no tokens")
+        return spaced[-1]
+
+    def __repr__(self) -> str:
+        return f"MITokenizer(vocab_size={self.vocab_size})"
