@@ -21,11 +21,13 @@ SEQ_LEN = 20  # longer than every sliding window below (8)
 def _configs() -> dict:
     from transformers import (
         Gemma2Config,
+        Gemma3TextConfig,
         GemmaConfig,
         LlamaConfig,
         MistralConfig,
         Phi3Config,
         Qwen2Config,
+        Qwen3Config,
         Starcoder2Config,
     )
 
@@ -70,6 +72,19 @@ def _configs() -> dict:
                                        tie_word_embeddings=True),
         "mistral": MistralConfig(**COMMON, rms_norm_eps=1e-5, sliding_window=8,
                                  tie_word_embeddings=False, head_dim=16),
+        # QK-norm, two RoPE bases (global one linearly scaled), local/global layers.
+        "gemma3": Gemma3TextConfig(**{**COMMON, "num_hidden_layers": 3}, head_dim=32,
+                                   query_pre_attn_scalar=24, sliding_window=8, rms_norm_eps=1e-6,
+                                   layer_types=["sliding_attention", "full_attention",
+                                                "sliding_attention"],
+                                   rope_parameters={
+                                       "full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                          "rope_theta": 1e6},
+                                       "sliding_attention": {"rope_type": "default",
+                                                             "rope_theta": 1e4}}),
+        "qwen3": Qwen3Config(**COMMON, head_dim=32, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                             use_sliding_window=True, sliding_window=8, max_window_layers=1,
+                             rope_parameters={"rope_type": "default", "rope_theta": 1e6}),
     }
 
 
@@ -77,7 +92,8 @@ FAMILY_OF = {"llama3": "llama", "llama_linear": "llama", "llama_dynamic": "llama
              "llama_yarn": "llama", "phi3_longrope": "phi3"}
 SEED_FAMILIES = ("llama", "qwen2", "gemma", "gemma2", "phi3", "starcoder2", "mistral")
 VARIANTS = ("llama", "llama3", "llama_linear", "llama_dynamic", "llama_yarn", "qwen2", "gemma",
-            "gemma2", "phi3", "phi3_longrope", "starcoder2", "mistral")
+            "gemma2", "phi3", "phi3_longrope", "starcoder2", "mistral", "gemma3", "qwen3")
+NEW_FAMILIES = ("gemma3", "qwen3")
 
 
 def _perturb(model: torch.nn.Module, variant: str) -> None:

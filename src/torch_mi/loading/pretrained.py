@@ -14,7 +14,10 @@ from ..errors import ConfigError
 from ..models.transformer import GenericTransformer
 from ..tokenizer import MITokenizer
 from .safetensors_io import SafetensorsSource
-from .weights import hf_weight_map, load_weights
+from .weights import hf_weight_map, load_weights, with_prefix
+
+# Multimodal wrappers whose language model we load (the vision side is not loaded).
+MULTIMODAL_LAYOUTS = {"gemma3": ("language_model.", ("vision_tower.", "multi_modal_projector."))}
 
 
 def read_config_json(directory: Path) -> dict:
@@ -44,11 +47,16 @@ def config_for_directory(directory: Path, source: SafetensorsSource) -> Transfor
 def load_transformer_dir(directory: Path, device: torch.device, dtype: torch.dtype
                          ) -> GenericTransformer:
     directory = Path(directory)
-    read_config_json(directory)  # fail on a missing config before touching weights
+    hf = read_config_json(directory)
     with SafetensorsSource.from_directory(directory) as source:
         config = config_for_directory(directory, source)
         model = GenericTransformer.empty(config, device, dtype)
-        load_weights(model, source, hf_weight_map(config), tied=config.tie_word_embeddings)
+        mapping, skip = hf_weight_map(config), ()
+        if "text_config" in hf and hf["model_type"] in MULTIMODAL_LAYOUTS:
+            prefix, skip = MULTIMODAL_LAYOUTS[hf["model_type"]]
+            mapping = with_prefix(mapping, prefix)
+        load_weights(model, source, mapping, tied=config.tie_word_embeddings,
+                     skip_prefixes=skip)
     return model
 
 

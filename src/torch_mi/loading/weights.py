@@ -103,6 +103,11 @@ def hf_weight_map(config: TransformerConfig) -> dict[str, Target]:
     return mapping
 
 
+def with_prefix(mapping: dict[str, Target], prefix: str) -> dict[str, Target]:
+    """The same map for a checkpoint that nests the language model under ``prefix``."""
+    return {prefix + name: target for name, target in mapping.items()}
+
+
 def _expected_shape(param: torch.Tensor, rows: tuple[int, int] | None) -> tuple[int, ...]:
     if rows is None:
         return tuple(param.shape)
@@ -110,9 +115,11 @@ def _expected_shape(param: torch.Tensor, rows: tuple[int, int] | None) -> tuple[
 
 
 def load_weights(model: nn.Module, source: TensorSource, mapping: dict[str, Target],
-                 *, tied: bool) -> None:
+                 *, tied: bool, skip_prefixes: tuple[str, ...] = ()) -> None:
     """Fill every parameter of ``model`` from ``source``; raise one WeightError that lists
-    every unused tensor, every missing tensor and every shape mismatch."""
+    every unused tensor, every missing tensor and every shape mismatch.
+
+    ``skip_prefixes`` names checkpoint parts deliberately not loaded (a vision tower)."""
     params = dict(model.named_parameters())
     unmapped = sorted(set(params) - {t.param for t in mapping.values()})
     if unmapped:  # the model and the map disagree: a bug in torch-mi, not in the checkpoint
@@ -124,7 +131,7 @@ def load_weights(model: nn.Module, source: TensorSource, mapping: dict[str, Targ
     for name in source.names():
         target = mapping.get(name)
         if target is None:
-            if any(p.search(name) for p in IGNORED_TENSORS):
+            if any(p.search(name) for p in IGNORED_TENSORS) or name.startswith(skip_prefixes):
                 continue
             if tied and name == "lm_head.weight":
                 tied_head = name
