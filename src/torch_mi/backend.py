@@ -162,6 +162,13 @@ class MIModel:
     def embedding_vector(self, token_id: int) -> torch.Tensor:
         return self.backend.embedding_vector(token_id)
 
+    def generate(self, prompt, max_new_tokens: int = 32, **options):
+        """Generate text (see :func:`torch_mi.generation.generate` for the options:
+        temperature, top_k, top_p, seed, stop, hooks, recompute)."""
+        from .generation import generate
+
+        return generate(self, prompt, max_new_tokens, **options)
+
     def encode(self, text: str) -> torch.Tensor:
         """Token ids [1,S] of ``text`` (special tokens added) on the model's device."""
         ids = self.require_tokenizer().encode(text)

@@ -23,11 +23,11 @@ def download_model_blocking(repo_id: str, revision: str | None = None,
     try:
         path = snapshot_download(repo_id, revision=revision,
                                  allow_patterns=allow_patterns or MODEL_FILE_PATTERNS)
-    except LocalEntryNotFoundError as exc:
+    except LocalEntryNotFoundError:
         raise DownloadError(
             f"{repo_id!r} is not in the local Hugging Face cache and cannot be downloaded "
             f"(offline mode, HF_HUB_OFFLINE=1, or no network). Download it once while online, "
-            f"or pass a local directory / .gguf file instead. ({exc})"
+            f"or pass a local directory / .gguf file instead."
         ) from None
     except HfHubHTTPError as exc:
         raise DownloadError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from tokenizers import Tokenizer
 
 from .errors import TokenizerError
@@ -58,6 +59,24 @@ class MITokenizer:
         except Exception as exc:
             raise TokenizerError(f"cannot encode {text[:40]!r}: {exc}") from exc
 
+    def encode_batch(self, texts: list[str], *, add_special_tokens: bool = True,
+                     padding_side: str = "left"):
+        """Encode several texts into ``(ids, attention_mask)``, both [B, T] int64.
+
+        Shorter rows are padded (left by default, as generation needs) with the pad id
+        (or the first EOS, or 0); the mask is 1 on real tokens and 0 on padding.
+        """
+        if isinstance(texts, str) or not texts:
+            raise TokenizerError("encode_batch needs a non-empty list of strings")
+        rows = [self._encode(t, add_special_tokens).ids for t in texts]
+        return pad_batch(rows, self.padding_id, padding_side)
+
+    @property
+    def padding_id(self) -> int:
+        if self.pad_token_id is not None:
+            return int(self.pad_token_id)
+        return int(self.eos_token_ids[0]) if self.eos_token_ids else 0
+
     # ---- decoding -------------------------------------------------------------------------
     def decode(self, ids) -> str:
         """Text of ``ids`` (special tokens kept)."""
@@ -98,3 +117,19 @@ class MITokenizer:
 
     def __repr__(self) -> str:
         return f"MITokenizer(vocab_size={self.vocab_size})"
+
+
+def pad_batch(rows: list[list[int]], pad_id: int, side: str = "left"):
+    """Stack token rows of unequal length into padded ``(ids, mask)`` tensors [B, T]."""
+    if side not in ("left", "right"):
+        raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if not row:
+            continue
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask

@@ -186,19 +186,20 @@ class GenericTransformer(nn.Module):
     # ---- forward --------------------------------------------------------------------------
     def forward(self, input_ids, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None) -> HookCache:
+                kv_cache: KVCache | None = None, last_logits_only: bool = False) -> HookCache:
         """Run the model; returns a HookCache whose ``output()`` is logits [B,S,V].
 
         ``attention_mask`` ([B, past+S], 1 = real token, 0 = padding) enables left-padded
         batches; positions are derived from it. With ``kv_cache``, only the new positions
-        are computed and hooks see only those positions.
+        are computed and hooks see only those positions. ``last_logits_only`` unembeds the
+        last position alone (logits [B,1,V]; ``hook_final_norm`` still sees every position).
         """
         ids = check_input_ids(input_ids, self.config.vocab_size, self.device)
         runtime, cache = make_runtime(hooks, self._points, self.config.num_layers)
         ctx = self.make_context(ids, runtime, attention_mask, kv_cache)
         h = self.embed_tokens(ids, runtime)
         h = self.run_blocks(h, ctx, 0, self.config.num_layers)
-        cache.set_output(self.head(h, runtime))
+        cache.set_output(self.head(h, runtime, last_logits_only))
         return cache
 
     def make_context(self, ids: torch.Tensor, hooks: HookRuntime,
@@ -232,8 +233,10 @@ class GenericTransformer(nn.Module):
             h = block(h, ctx)
         return h
 
-    def head(self, h: torch.Tensor, hooks: HookRuntime) -> torch.Tensor:
+    def head(self, h: torch.Tensor, hooks: HookRuntime, last_only: bool = False) -> torch.Tensor:
         h = hooks.fire(HookPoint.FinalNorm, self.ln_final(h))
+        if last_only:
+            h = h[:, -1:]
         return self.final_softcap(self.unembed(h))
 
     # ---- analysis helpers -----------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The ``torch-mi`` command line: subcommands that call library functions only."""

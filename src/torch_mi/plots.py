@@ -1,0 +1,105 @@
+"""PNG figures for the CLI and notebooks (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(token: str, width: int = 10) -> str:
+    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in token)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_heatmap(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str],
+                 path: str | os.PathLike, *, title: str = "", colorbar: str = "",
+                 annotations: Sequence[Sequence[str]] | None = None, cmap: str = "viridis",
+                 vmin: float | None = None, vmax: float | None = None) -> str:
+    """A labelled heatmap of ``matrix`` [rows, cols] (optionally annotated cell by cell)."""
+    plt = _pyplot()
+    data = matrix.detach().float().cpu().numpy()
+    rows, cols = data.shape
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * cols + 2), max(4, 0.32 * rows + 1.5)))
+    image = ax.imshow(data, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, origin="lower")
+    ax.set_xticks(range(cols), [_label(c) for c in col_labels], rotation=45, ha="right",
+                  fontsize=8)
+    step = max(1, math.ceil(rows / 40))
+    ax.set_yticks(range(0, rows, step), [row_labels[i] for i in range(0, rows, step)],
+                  fontsize=8)
+    if annotations is not None and rows * cols <= 1200:
+        for r in range(rows):
+            for c in range(cols):
+                dark = image.norm(data[r, c]) < 0.5  # light text on the dark end of the map
+                ax.text(c, r, _label(annotations[r][c], 8), ha="center", va="center",
+                        fontsize=6, color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, label=colorbar)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_logit_lens(analysis, path: str | os.PathLike) -> str:
+    """Layer x position heatmap of the top-1 token's probability, annotated with the token."""
+    grid = analysis.grid_probs
+    layers = [f"L{i}" for i in range(grid.shape[0])]
+    return plot_heatmap(grid, layers, analysis.tokens, path,
+                        title=f"Logit lens ({analysis.hook}): top-1 probability",
+                        colorbar="probability of the top token", annotations=analysis.grid_tokens,
+                        vmin=0.0, vmax=1.0)
+
+
+def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os.PathLike,
+                   *, title: str = "") -> str:
+    """Grid of per-head attention patterns [H, S, S] (query rows, key columns)."""
+    plt = _pyplot()
+    heads = patterns.shape[0]
+    cols = min(heads, 4)
+    rows = math.ceil(heads / cols)
+    size = max(2.5, 0.28 * len(tokens))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1, rows * size + 1),
+                             squeeze=False)
+    labels = [_label(t, 8) for t in tokens]
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= heads:
+            ax.axis("off")
+            continue
+        ax.imshow(patterns[h].detach().float().cpu().numpy(), vmin=0.0, vmax=1.0, cmap="Blues")
+        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
+
+
+def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | os.PathLike, *,
+               xlabel: str, ylabel: str, title: str = "") -> str:
+    """A simple line plot with markers (dose-response curves)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(list(xs), list(ys), marker="o")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
