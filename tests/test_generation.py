@@ -144,7 +144,7 @@ def test_kv_cache_bookkeeping():
     assert cache.is_empty() and cache.seq_len() == 0 and cache.n_layers() == 2
     k = torch.randn(1, 2, 5, 4)
     for layer in range(2):
-        got_k, got_v = cache.append(layer, k, k + 1)
+        got_k, _ = cache.append(layer, k, k + 1)
         assert torch.equal(got_k, k)
     cache.append(0, k[:, :, :1], k[:, :, :1])
     assert cache.layer(0)[0].shape[2] == 6 and cache.seen_tokens == 6

@@ -17,7 +17,7 @@ def tiny_dir(tiny_models):
 
 
 def run_json(capsys, argv):
-    assert main(argv + ["--json"]) == 0
+    assert main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
