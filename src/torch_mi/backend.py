@@ -14,10 +14,11 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from .errors import ConfigError, TokenizerError
+from .errors import ConfigError, InputError, TokenizerError
 from .hooks.cache import HookCache
 from .hooks.points import HookPoint
 from .hooks.spec import HookSpec
+from .interp.positions import TextForwardResult
 from .tokenizer import MITokenizer
 
 DTYPES: dict[str, torch.dtype] = {
@@ -156,11 +157,29 @@ class MIModel:
 
     __call__ = forward
 
+    def forward_text(self, text: str, hooks: HookSpec | None = None) -> TextForwardResult:
+        """Encode ``text`` with character offsets (special tokens added) and run one forward
+        on it, so captured positions can be matched to spans of the text."""
+        encoding = self.require_tokenizer().encode_with_offsets(text)
+        if encoding.is_empty():
+            raise InputError(f"{text[:40]!r} encodes to no tokens; give a non-empty text")
+        ids = torch.tensor([encoding.ids], dtype=torch.long, device=self.device)  # [1, S]
+        return TextForwardResult(self.forward(ids, hooks), encoding, text)
+
     def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.backend.project_to_vocab(hidden)
 
     def embedding_vector(self, token_id: int) -> torch.Tensor:
         return self.backend.embedding_vector(token_id)
+
+    def forward_recurrent(self, input_ids, hooks: HookSpec | None, spec, **options) -> HookCache:
+        """Forward with a block of layers repeated (RecurrentPassSpec)."""
+        return self.backend.forward_recurrent(input_ids, hooks, spec, **options)
+
+    def generate_recurrent(self, prompt, max_tokens: int, spec, **options) -> list[int]:
+        """Token ids (prompt + generated) from recurrent forwards, recomputed each step."""
+        ids = self.require_tokenizer().encode(prompt) if isinstance(prompt, str) else list(prompt)
+        return self.backend.generate_recurrent(ids, max_tokens, spec, **options)
 
     def generate(self, prompt, max_new_tokens: int = 32, **options):
         """Generate text (see :func:`torch_mi.generation.generate` for the options:

@@ -9,7 +9,8 @@ import sys
 
 from ..errors import MIError
 
-COMMANDS = ("lens", "predict", "generate", "attention", "inspect", "download")
+COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
+            "download")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -239,6 +239,18 @@ class GenericTransformer(nn.Module):
             h = h[:, -1:]
         return self.final_softcap(self.unembed(h))
 
+    def forward_recurrent(self, input_ids, hooks: HookSpec | None, spec, *,
+                          attention_mask: torch.Tensor | None = None) -> HookCache:
+        """Forward with layers spec.loop_start..=loop_end repeated (see models.recurrent)."""
+        from .recurrent import forward_recurrent
+
+        return forward_recurrent(self, input_ids, hooks, spec, attention_mask=attention_mask)
+
+    def generate_recurrent(self, prompt_tokens: list[int], max_tokens: int, spec, **options):
+        from .recurrent import generate_recurrent
+
+        return generate_recurrent(self, prompt_tokens, max_tokens, spec, **options)
+
     # ---- analysis helpers -----------------------------------------------------------------
     def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + unembedding + final soft-cap of any residual [..., D] (logit lens);

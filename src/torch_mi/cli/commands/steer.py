@@ -1,0 +1,89 @@
+"""``torch-mi steer``: attention dose-response, or residual steering-vector generation."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from ...errors import InputError
+from ...interp.dose import DOSE_LEVELS, dose_response
+from ...interp.vectors import mean_difference_vector, steering_vector_hooks
+from ..common import add_model_args, console, emit_json, load_model, parse_layer
+from .knockout import parse_edge
+
+
+def register(sub) -> None:
+    p = sub.add_parser("steer", help="attention steering dose-response, or a steering vector")
+    p.add_argument("prompt")
+    p.add_argument("--layer", default=None, help="layer (default: the middle layer)")
+    p.add_argument("--edge", default=None, metavar="FROM,TO", help="default: last,0")
+    p.add_argument("--doses", default=",".join(str(d) for d in DOSE_LEVELS))
+    p.add_argument("--target", default=None, help="token whose logit change is reported")
+    p.add_argument("--positive", action="append", default=None,
+                   help="steering-vector mode: prompt(s) of the concept to add (repeatable)")
+    p.add_argument("--negative", action="append", default=None,
+                   help="steering-vector mode: contrasting prompt(s) (repeatable)")
+    p.add_argument("--scale", type=float, default=4.0, help="steering-vector multiplier")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--plot", default=None, metavar="FILE.png", help="dose-response curve")
+    add_model_args(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    layer = parse_layer(args.layer, model.num_layers, model.num_layers // 2)
+    if args.positive or args.negative:
+        return _vector_mode(args, model, layer)
+    try:
+        doses = tuple(float(d) for d in args.doses.split(","))
+    except ValueError:
+        raise InputError(f"--doses must be comma-separated numbers, got {args.doses!r}") from None
+    ids = model.encode(args.prompt)
+    edge = parse_edge(args.edge, ids.shape[1])
+    curve, calibration = dose_response(model, ids[0], layer=layer, edge=edge, doses=doses,
+                                       target_token=args.target)
+    data = {"prompt": args.prompt, **curve.to_dict(), "target": args.target,
+            "scale_for_double_attention": curve.scale_for_target(calibration.source_baseline)}
+    if args.plot:
+        from ...plots import plot_curve
+
+        data["plot"] = plot_curve([p.scale for p in curve.points],
+                                  [p.kl for p in curve.points], args.plot, xlabel="dose (scale)",
+                                  ylabel="KL(baseline || steered)",
+                                  title=f"dose-response, layer {layer}, edge {edge}")
+    if args.json:
+        emit_json(data)
+        return 0
+    table = Table(title=f"Dose-response: edge {edge[0]}->{edge[1]} at layer {layer} "
+                        f"(baseline attention {curve.baseline_attention:.4f})")
+    for col in ("dose", "attention", "KL", "target logit diff"):
+        table.add_column(col, justify="right")
+    for p in curve.points:
+        diff = "" if p.logit_diff is None else f"{p.logit_diff:+.4f}"
+        table.add_row(f"{p.scale:g}", f"{p.attention_level:.4f}", f"{p.kl:.6f}", diff)
+    console.print(table)
+    console.print(f"scale reaching 2x baseline attention: {data['scale_for_double_attention']}")
+    if args.plot:
+        console.print(f"curve written to {data['plot']}")
+    return 0
+
+
+def _vector_mode(args, model, layer: int) -> int:
+    if not (args.positive and args.negative):
+        raise InputError("steering-vector mode needs both --positive and --negative prompts")
+    vector = mean_difference_vector(model, args.positive, args.negative, layer)
+    hooks = steering_vector_hooks(vector, [layer], scale=args.scale)
+    base = model.generate(args.prompt, args.max_new_tokens)
+    steered = model.generate(args.prompt, args.max_new_tokens, hooks=hooks)
+    data = {"prompt": args.prompt, "layer": layer, "scale": args.scale,
+            "vector_norm": float(vector.norm()), "baseline": base.generated_text,
+            "steered": steered.generated_text}
+    if args.json:
+        emit_json(data)
+    else:
+        console.print(f"layer {layer}, scale {args.scale}, |v| = {data['vector_norm']:.3f}")
+        console.print(f"baseline: {base.generated_text!r}")
+        console.print(f"steered:  {steered.generated_text!r}")
+    return 0

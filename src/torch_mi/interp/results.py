@@ -1,0 +1,83 @@
+"""Comparing two output distributions: KL divergence and the result helpers shared by
+knockout, steering and RWKV state experiments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import InterventionError
+
+
+def kl_divergence(baseline_logits: torch.Tensor, other_logits: torch.Tensor,
+                  reduction: str = "sum") -> float | torch.Tensor:
+    """KL(P || Q) with P = softmax(baseline), Q = softmax(other) over the last dimension.
+
+    Computed in float64 from log-softmax, with 0 * log 0 = 0 (no probability floor, unlike
+    upstream's 1e-10 cut-off). Several rows ([S, V]) are summed (``"sum"``, upstream's rule),
+    averaged (``"mean"``) or returned per row (``"none"``).
+    """
+    if baseline_logits.shape != other_logits.shape:
+        raise InterventionError(f"kl_divergence: shapes differ {list(baseline_logits.shape)} vs "
+                                f"{list(other_logits.shape)}")
+    log_p = torch.log_softmax(baseline_logits.detach().double(), dim=-1)
+    log_q = torch.log_softmax(other_logits.detach().double().to(log_p.device), dim=-1)
+    p = log_p.exp()
+    per_row = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(dim=-1)
+    if reduction == "none":
+        return per_row
+    if reduction == "mean":
+        return float(per_row.mean())
+    if reduction == "sum":
+        return float(per_row.sum())
+    raise InterventionError(f"unknown reduction {reduction!r}: use 'sum', 'mean' or 'none'")
+
+
+class LogitComparison:
+    """Baseline vs intervened logits [V] (last position) and what changed between them."""
+
+    def __init__(self, baseline_logits: torch.Tensor, other_logits: torch.Tensor) -> None:
+        self.baseline_logits = baseline_logits.detach().float().cpu()
+        self.other_logits = other_logits.detach().float().cpu()
+
+    def kl_divergence(self) -> float:
+        return kl_divergence(self.baseline_logits, self.other_logits)
+
+    def probabilities(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.softmax(self.baseline_logits.double(), -1),
+                torch.softmax(self.other_logits.double(), -1))
+
+    def logit_diff(self, token_id: int) -> float:
+        """baseline[token] - other[token]."""
+        self._check(token_id)
+        flat_b, flat_o = self.baseline_logits.reshape(-1), self.other_logits.reshape(-1)
+        return float(flat_b[token_id] - flat_o[token_id])
+
+    def probability_shift(self, token_id: int) -> tuple[float, float]:
+        """(P_baseline, P_other) of one token."""
+        self._check(token_id)
+        p, q = self.probabilities()
+        return float(p.reshape(-1)[token_id]), float(q.reshape(-1)[token_id])
+
+    def top_changed_tokens(self, k: int = 10) -> list[tuple[int, float, float, float]]:
+        """[(token_id, p_baseline, p_other, |dp|)] sorted by |dp| descending."""
+        p, q = (t.reshape(-1) for t in self.probabilities())
+        delta = (p - q).abs()
+        top = delta.topk(min(k, delta.numel()))
+        return [(int(i), float(p[i]), float(q[i]), float(d))
+                for d, i in zip(top.values, top.indices, strict=True)]
+
+    def to_dict(self, decode: Callable[[int], str] | None = None, k: int = 10) -> dict:
+        decode = decode or str
+        return {
+            "kl_divergence": self.kl_divergence(),
+            "top_changed": [{"token_id": i, "token": decode(i), "p_baseline": pb,
+                             "p_intervened": po, "abs_delta": d}
+                            for i, pb, po, d in self.top_changed_tokens(k)],
+        }
+
+    def _check(self, token_id: int) -> None:
+        vocab = self.baseline_logits.reshape(-1).numel()
+        if not 0 <= token_id < vocab:
+            raise InterventionError(f"token id {token_id} outside the vocabulary (0..{vocab - 1})")

@@ -1,0 +1,73 @@
+"""Residual-stream steering vectors: the mean difference of captured activations between two
+prompt sets, added back at chosen layers (and optionally positions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from ..errors import InputError
+from ..hooks.interventions import Intervention
+from ..hooks.points import HookPoint
+from ..hooks.spec import HookSpec
+from .logit_lens import LENS_HOOKS
+
+
+def _point(hook: str, layer: int) -> HookPoint:
+    if hook not in LENS_HOOKS:
+        raise InputError(f"unknown residual hook {hook!r}; choose one of {sorted(LENS_HOOKS)}")
+    return LENS_HOOKS[hook](layer)
+
+
+def mean_activation(model, texts: Sequence[str], layer: int, *, hook: str = "resid_post",
+                    position: str = "last") -> torch.Tensor:
+    """Mean activation [D] over prompts, at the last real token or averaged over tokens."""
+    if not texts:
+        raise InputError("mean_activation needs at least one prompt")
+    if position not in ("last", "mean"):
+        raise InputError(f"position must be 'last' or 'mean', got {position!r}")
+    ids, mask = model.require_tokenizer().encode_batch(list(texts))
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    point = _point(hook, layer)
+    acts = model.forward(ids, HookSpec().capture(point), attention_mask=mask)[point].float()
+    if position == "last":  # left padding puts every last real token at -1
+        return acts[:, -1].mean(dim=0)
+    weights = mask.float()[..., None]  # [B,S,1]
+    per_prompt = (acts * weights).sum(1) / weights.sum(1)
+    return per_prompt.mean(dim=0)
+
+
+def mean_difference_vector(model, positive: Sequence[str], negative: Sequence[str], layer: int,
+                           *, hook: str = "resid_post", position: str = "last") -> torch.Tensor:
+    """mean(positive) - mean(negative) at one layer's residual hook: a steering vector [D]."""
+    return (mean_activation(model, positive, layer, hook=hook, position=position)
+            - mean_activation(model, negative, layer, hook=hook, position=position))
+
+
+def steering_vector_hooks(vector: torch.Tensor, layers: Iterable[int], *, scale: float = 1.0,
+                          hook: str = "resid_post",
+                          positions: Sequence[int] | None = None) -> HookSpec:
+    """A HookSpec adding ``scale * vector`` at each layer's hook, at every position or only at
+    ``positions`` (indices into the positions this forward computes)."""
+    delta = vector.detach() * scale
+    hooks = HookSpec()
+    for layer in layers:
+        point = _point(hook, layer)
+        if positions is None:
+            hooks.intervene(point, Intervention.Add(delta))
+        else:
+            hooks.intervene(point, Intervention.Apply(_positional_add(delta, list(positions))))
+    return hooks
+
+
+def _positional_add(delta: torch.Tensor, positions: list[int]):
+    def add(tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:
+        seq = tensor.shape[1]
+        rows = [p for p in positions if -seq <= p < seq]
+        if not rows:
+            return tensor
+        out = tensor.clone()
+        out[:, rows] += delta.to(device=tensor.device, dtype=tensor.dtype)
+        return out
+    return add
