@@ -79,6 +79,16 @@ from .interp import (
     steering_vector_hooks,
     train_probe,
 )
+from .memory import (
+    MemoryEstimate,
+    MemoryReport,
+    MemorySnapshot,
+    MemoryTracker,
+    estimate_memory,
+    measure_forward,
+    sync_and_trim_gpu,
+    track_memory,
+)
 from .models import GenericTransformer
 from .models.masks import clear_mask_caches, create_causal_mask, create_generation_mask
 from .models.recurrent import RecurrentFeedbackEntry, RecurrentPassSpec
@@ -124,7 +134,11 @@ __all__ = [
     "MIError",
     "MIModel",
     "MITokenizer",
+    "MemoryEstimate",
+    "MemoryReport",
     "MemoryReportError",
+    "MemorySnapshot",
+    "MemoryTracker",
     "MlpLayout",
     "NormType",
     "PcaResult",
@@ -157,6 +171,7 @@ __all__ = [
     "dose_response",
     "download_model",
     "download_model_blocking",
+    "estimate_memory",
     "extract_token_prob",
     "from_hf_config",
     "from_hf_config_auto",
@@ -165,11 +180,14 @@ __all__ = [
     "logit_lens",
     "mean_difference_vector",
     "measure_attention_to_targets",
+    "measure_forward",
     "pca_top_k",
     "probe_layers",
     "run_attention_steering",
     "run_knockout",
     "sample_token",
     "steering_vector_hooks",
+    "sync_and_trim_gpu",
+    "track_memory",
     "train_probe",
 ]

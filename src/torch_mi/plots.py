@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import torch
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +29,7 @@ def plot_heatmap(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Se
                  annotations: Sequence[Sequence[str]] | None = None, cmap: str = "viridis",
                  vmin: float | None = None, vmax: float | None = None) -> str:
     """A labelled heatmap of ``matrix`` [rows, cols] (optionally annotated cell by cell)."""
-    plt = _pyplot()
+    plt = pyplot()
     data = matrix.detach().float().cpu().numpy()
     rows, cols = data.shape
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * cols + 2), max(4, 0.32 * rows + 1.5)))
@@ -65,7 +66,7 @@ def plot_logit_lens(analysis, path: str | os.PathLike) -> str:
 def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os.PathLike,
                    *, title: str = "") -> str:
     """Grid of per-head attention patterns [H, S, S] (query rows, key columns)."""
-    plt = _pyplot()
+    plt = pyplot()
     heads = patterns.shape[0]
     cols = min(heads, 4)
     rows = math.ceil(heads / cols)
@@ -92,7 +93,7 @@ def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os
 def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | os.PathLike, *,
                xlabel: str, ylabel: str, title: str = "") -> str:
     """A simple line plot with markers (dose-response curves)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(list(xs), list(ys), marker="o")
     ax.set_xlabel(xlabel)

@@ -10,7 +10,7 @@ import sys
 from ..errors import MIError
 
 COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
-            "download")
+            "download", "memory")
 
 
 def build_parser() -> argparse.ArgumentParser:

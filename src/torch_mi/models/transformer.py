@@ -12,7 +12,6 @@ The forward pass reads like the math; each named tensor passes through exactly o
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +23,7 @@ from ..hooks.cache import HookCache
 from ..hooks.points import HookPoint
 from ..hooks.runtime import HookRuntime, make_runtime
 from ..hooks.spec import HookSpec
+from .allocation import allocate_uninitialised
 from .attention import Attention
 from .inputs import check_attention_mask, check_input_ids
 from .layers import make_mlp, make_norm, make_softcap
@@ -84,16 +84,6 @@ class Block(nn.Module):
         return hooks.fire(p.resid_post, h + m)
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 class GenericTransformer(nn.Module):
     """The generic decoder driven by a :class:`TransformerConfig` (implements MIBackend)."""
 
@@ -122,9 +112,7 @@ class GenericTransformer(nn.Module):
     def empty(cls, config: TransformerConfig, device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32) -> GenericTransformer:
         """A model with allocated but unfilled parameters (no random init work)."""
-        with torch.device("meta"), _default_dtype(dtype):
-            model = cls(config)
-        model.to_empty(device=device)
+        model = allocate_uninitialised(lambda: cls(config), device, dtype)
         model.tie_weights()
         return model.eval()
 

@@ -1,0 +1,108 @@
+"""``python -m benchmarks``: run the scenarios, print a table, write JSON and the docs page.
+
+Targets (SPEC §11): forward 128 tokens <= 0.9x HF sdpa; capture-all <= 1.15x our no-hook
+forward and >= 2x faster than TransformerLens run_with_cache; GGUF load <= 0.25x HF;
+safetensors load <= 0.5x HF; peak RSS during load <= 1.3x fp32 weights; generation >= 1.0x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .common import ROOT, machine, setup_threads
+
+SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--scenarios", default=",".join(SCENARIOS),
+                   help=f"comma-separated subset of {SCENARIOS}")
+    p.add_argument("--model-dir", default=None,
+                   help="use this HF folder for both libraries instead of the SmolLM2 GGUF "
+                        "(smoke tests)")
+    p.add_argument("--quick", action="store_true", help="few repetitions, short sequences")
+    p.add_argument("--out", default=str(Path(ROOT) / "results" / "latest.json"))
+    p.add_argument("--docs", default=str(Path(ROOT).parent / "docs" / "benchmarks.md"),
+                   help="markdown page to rewrite ('' to skip)")
+    return p.parse_args(argv)
+
+
+def load_models(model_dir: str | None):
+    from transformers import AutoModelForCausalLM
+
+    import torch_mi
+
+    from .assets import gguf_path, hf_copy
+
+    if model_dir:
+        ours = torch_mi.MIModel.from_pretrained(model_dir, device="cpu")
+        hf_dir = Path(model_dir)
+    else:
+        ours = torch_mi.MIModel.from_pretrained(gguf_path(), device="cpu")
+        hf_dir = hf_copy()
+    hf = {impl: AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
+                                                     attn_implementation=impl).eval()
+          for impl in ("sdpa", "eager")}
+    return ours, hf, hf_dir
+
+
+def run(args: argparse.Namespace) -> dict:
+    from . import forward, generation, loading, transformerlens
+
+    setup_threads()
+    chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    ours, hf, hf_dir = load_models(args.model_dir)
+    seq_lens = (8, 32) if args.quick else forward.SEQ_LENS
+    results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "model": str(args.model_dir or "SmolLM2-135M-Instruct (embedded GGUF)"),
+                     "dtype": "float32"}
+    if "forward" in chosen:
+        results["forward"] = forward.forward_no_hooks(ours, hf["sdpa"], hf["eager"], seq_lens,
+                                                      args.quick)
+    capture_len = 32 if args.quick else 128
+    if "capture" in chosen:
+        results["capture"] = forward.capture_all(ours, capture_len, args.quick)
+    if "scaling" in chosen:
+        results["scaling"] = forward.hook_scaling(ours, seq_lens, args.quick)
+    if "generation" in chosen:
+        results["generation"] = generation.greedy_generation(
+            ours, hf["sdpa"], ours.tokenizer, 8 if args.quick else 64, 1 if args.quick else 3)
+    if "transformerlens" in chosen:
+        tl = transformerlens.run_with_cache(hf_dir, capture_len, 2 if args.quick else 8)
+        ours_capture = results.get("capture") or forward.capture_all(ours, capture_len, args.quick)
+        tl["speedup_of_torch_mi_capture_all"] = (tl["run_with_cache"]["median"]
+                                                 / ours_capture["capture-all"]["median"])
+        results["transformerlens"] = tl
+    if "loading" in chosen and not args.model_dir:
+        from .assets import gguf_path
+
+        fp32 = sum(p.numel() for p in ours.backend.parameters()) * 4
+        results["loading"] = loading.load_benchmarks(str(gguf_path()), str(hf_dir), fp32,
+                                                     1 if args.quick else 3)
+    return results
+
+
+def main(argv=None) -> int:
+    from .report import render_table, write_markdown
+
+    args = parse_args(argv)
+    results = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    render_table(results)
+    if args.docs:
+        write_markdown(results, Path(args.docs), " ".join(["python -m benchmarks",
+                                                           *(["--quick"] if args.quick else [])]))
+    print(f"JSON written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

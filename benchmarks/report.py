@@ -1,0 +1,126 @@
+"""Tables for the terminal and the markdown page, with each target and whether it is met."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _ms(entry: dict) -> str:
+    return f"{entry['median'] * 1e3:.1f}"
+
+
+def target_rows(r: dict) -> list[tuple[str, str, str, bool]]:
+    """(what, measured, target, met) for every SPEC §11 target present in the results."""
+    rows = []
+    for row in r.get("forward", []):
+        if row["seq_len"] == 128:
+            rows.append(("forward 128 tok, no hooks / HF sdpa", f"{row['ratio_vs_sdpa']:.2f}x",
+                         "<= 0.90x", row["ratio_vs_sdpa"] <= 0.9))
+    if "capture" in r:
+        c = r["capture"]
+        rows.append((f"capture all {c['points']} points / no hooks ({c['seq_len']} tok)",
+                     f"{c['ratio']:.2f}x", "<= 1.15x", c["ratio"] <= 1.15))
+    if "transformerlens" in r:
+        s = r["transformerlens"]["speedup_of_torch_mi_capture_all"]
+        rows.append(("TL run_with_cache / torch-mi capture-all", f"{s:.2f}x", ">= 2x", s >= 2))
+    if "loading" in r:
+        lo = r["loading"]
+        rows.append(("GGUF load time / transformers", f"{lo['gguf']['time_ratio']:.3f}x",
+                     "<= 0.25x", lo["gguf"]["time_ratio"] <= 0.25))
+        rows.append(("safetensors load time / transformers",
+                     f"{lo['safetensors']['time_ratio']:.3f}x", "<= 0.5x",
+                     lo["safetensors"]["time_ratio"] <= 0.5))
+        for kind in ("gguf", "safetensors"):
+            g = lo[kind]["peak_growth_over_fp32_weights"]
+            rows.append((f"peak RSS growth during {kind} load / fp32 weights", f"{g:.2f}x",
+                         "<= 1.3x", g <= 1.3))
+    if "generation" in r:
+        g = r["generation"]
+        rows.append(("greedy generation tok/s / HF generate", f"{g['ratio']:.2f}x", ">= 1.0x",
+                     g["ratio"] >= 1.0))
+    return rows
+
+
+def render_table(r: dict) -> None:
+    console = Console()
+    if "forward" in r:
+        t = Table(title="forward, no hooks, fp32 (ms, median)")
+        for col in ("tokens", "torch-mi", "HF sdpa", "HF eager", "vs sdpa", "vs eager"):
+            t.add_column(col, justify="right")
+        for row in r["forward"]:
+            t.add_row(str(row["seq_len"]), _ms(row["torch-mi"]), _ms(row["hf-sdpa"]),
+                      _ms(row["hf-eager"]), f"{row['ratio_vs_sdpa']:.2f}x",
+                      f"{row['ratio_vs_eager']:.2f}x")
+        console.print(t)
+    if "scaling" in r:
+        t = Table(title="hook overhead (ms, median; ratio to 0 points)")
+        t.add_column("tokens", justify="right")
+        names = [k for k in r["scaling"][0]["ratios"]]
+        for name in names:
+            t.add_column(name, justify="right")
+        for row in r["scaling"]:
+            t.add_row(str(row["seq_len"]), *(f"{_ms(row[n])} ({row['ratios'][n]:.2f}x)"
+                                             for n in names))
+        console.print(t)
+    t = Table(title="targets (SPEC §11)")
+    for col in ("measure", "measured", "target", "met"):
+        t.add_column(col)
+    for what, got, target, ok in target_rows(r):
+        t.add_row(what, got, target, "yes" if ok else "NO")
+    console.print(t)
+
+
+def write_markdown(r: dict, path: Path, command: str) -> None:
+    m = r["machine"]
+    lines = ["# Benchmarks", "",
+             f"Latest run: {r['date']}, model {r['model']}, {r['dtype']}, CPU "
+             f"`{m['cpu']}` ({m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
+             f"Python {m['python']}.", "",
+             f"Reproduce: `{command}` (JSON in `benchmarks/results/latest.json`). Every "
+             f"comparison runs in one process with the same threads and dtype, interleaved, "
+             f"under `torch.inference_mode()`; load times and peak RSS come from one fresh "
+             f"process per load.", "", "## Targets", "",
+             "| measure | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {w} | {g} | {t} | {'yes' if ok else '**no**'} |" for w, g, t, ok in target_rows(r)]
+    if "forward" in r:
+        lines += ["", "## Forward without hooks (ms, median of interleaved runs)", "",
+                  "| tokens | torch-mi | HF sdpa | HF eager | vs sdpa | vs eager |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {x['seq_len']} | {_ms(x['torch-mi'])} | {_ms(x['hf-sdpa'])} | "
+                  f"{_ms(x['hf-eager'])} | {x['ratio_vs_sdpa']:.2f}x | {x['ratio_vs_eager']:.2f}x |"
+                  for x in r["forward"]]
+    if "scaling" in r:
+        names = list(r["scaling"][0]["ratios"])
+        lines += ["", "## Hook overhead (ms; ratio to no hooks)", "",
+                  "| tokens | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += ["| " + " | ".join([str(x["seq_len"])] + [
+            f"{_ms(x[n])} ({x['ratios'][n]:.2f}x)" for n in names]) + " |" for x in r["scaling"]]
+    if "transformerlens" in r:
+        tl = r["transformerlens"]
+        lines += ["", "## TransformerLens 3.9 (own venv, same machine and threads)", "",
+                  f"HookedTransformer forward {_ms(tl['forward'])} ms, run_with_cache "
+                  f"{_ms(tl['run_with_cache'])} ms at {tl['seq_len']} tokens "
+                  f"({tl['cache_entries']} cache entries; max |logit diff| vs HF "
+                  f"{tl['max_abs_logit_diff_vs_hf']:.2e})."]
+    if "loading" in r:
+        lo = r["loading"]
+        lines += ["", "## Loading (median of fresh processes)", "",
+                  "| format | torch-mi s | transformers s | ratio | torch-mi peak RSS | growth |",
+                  "|---|---|---|---|---|---|"]
+        for kind in ("gguf", "safetensors"):
+            o, h = lo[kind]["torch-mi"], lo[kind]["transformers"]
+            lines.append(f"| {kind} | {o['seconds']:.2f} | {h['seconds']:.2f} | "
+                         f"{lo[kind]['time_ratio']:.3f}x | {o['peak_rss'] / 2**20:.0f} MiB | "
+                         f"{o['peak_growth'] / 2**20:.0f} MiB |")
+        lines.append(f"\nfp32 weight bytes: {lo['fp32_weight_bytes'] / 2**20:.0f} MiB.")
+    if "generation" in r:
+        g = r["generation"]
+        lines += ["", "## Greedy generation", "",
+                  f"{g['new_tokens']} new tokens: torch-mi {g['torch-mi_tok_s']:.1f} tok/s, "
+                  f"HF generate {g['hf_tok_s']:.1f} tok/s ({g['ratio']:.2f}x); same tokens: "
+                  f"{g['same_tokens']}."]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,1 @@
+"""Scripts run in fresh processes (per-loader peak RSS) or in TransformerLens' own venv."""

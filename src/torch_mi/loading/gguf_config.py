@@ -1,0 +1,250 @@
+"""GGUF metadata -> TransformerConfig for the architectures torch-mi reads from GGUF.
+
+llama.cpp keeps only what its own kernels need, so some HF fields are absent from a GGUF;
+those are filled in from the HF config-class defaults, exactly as transformers does when it
+loads the same file (our oracle). Everything else comes from ``{arch}.*`` keys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..config.types import (
+    FULL_ATTENTION,
+    SLIDING_ATTENTION,
+    Activation,
+    NormType,
+    RopeConfig,
+    TransformerConfig,
+    gemma_embedding_scale,
+)
+from ..errors import ConfigError
+from .gguf_reader import GGUFFile
+
+SUPPORTED_ARCHITECTURES = ("gemma3", "llama")
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's precomputed Llama-3 frequency factors
+# Llama-3.x RoPE settings (low_freq_factor, high_freq_factor, original context) that
+# llama.cpp folds into rope_freqs; recognised by recomputing the factors.
+LLAMA3_ROPE_CANDIDATES = ((1.0, 4.0, 8192),)
+# Gemma 3 facts the GGUF does not carry (HF Gemma3TextConfig defaults).
+GEMMA3_SLIDING_PERIOD = 6  # 5 sliding layers, then 1 full
+GEMMA3_LOCAL_THETA = 10_000.0
+GEMMA3_QUERY_SCALAR = 256.0  # query_pre_attn_scalar default
+GEMMA3_27B_LAYERS = 62  # the one size whose query scale is hidden/heads
+
+
+class Metadata:
+    """Typed access to ``{arch}.*`` metadata keys with errors that name the key."""
+
+    def __init__(self, file: GGUFFile) -> None:
+        self.values = file.metadata
+        self.where = f"GGUF {file.path.name}"
+        arch = self.values.get("general.architecture")
+        if not isinstance(arch, str):
+            raise ConfigError(f"{self.where}: metadata has no 'general.architecture'; the file "
+                              f"is not a model GGUF")
+        self.arch = arch
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(f"{self.arch}.{key}", default)
+
+    def int(self, key: str, default: Any = ...) -> int:
+        value = self.get(key)
+        if value is None:
+            if default is ...:
+                raise ConfigError(f"{self.where}: required metadata key '{self.arch}.{key}' is "
+                                  f"missing")
+            return default
+        if isinstance(value, np.ndarray):  # per-layer values: accept only if uniform
+            if value.size == 0 or (value != value.flat[0]).any():
+                raise ConfigError(f"{self.where}: '{self.arch}.{key}' varies per layer "
+                                  f"({value.tolist()[:8]}...); per-layer sizes are not supported")
+            value = value.flat[0]
+        if isinstance(value, (bool, float, str)) or int(value) < 0:
+            raise ConfigError(f"{self.where}: '{self.arch}.{key}' must be a non-negative "
+                              f"integer, got {value!r}")
+        return int(value)
+
+    def float(self, key: str, default: Any = ...) -> float:
+        value = self.get(key)
+        if value is None:
+            if default is ...:
+                raise ConfigError(f"{self.where}: required metadata key '{self.arch}.{key}' is "
+                                  f"missing")
+            return default
+        if isinstance(value, (bool, str, np.ndarray, list)):
+            raise ConfigError(f"{self.where}: '{self.arch}.{key}' must be a number, got {value!r}")
+        return float(value)
+
+
+def _dims(meta: Metadata, file: GGUFFile, head_dim_default: int | None) -> dict[str, int]:
+    """Sizes shared by every architecture; head_dim from key_length when given."""
+    hidden = meta.int("embedding_length")
+    heads = meta.int("attention.head_count")
+    if heads == 0:
+        raise ConfigError(f"{meta.where}: '{meta.arch}.attention.head_count' must be positive")
+    head_dim = meta.int("attention.key_length", head_dim_default or hidden // heads)
+    value_dim = meta.int("attention.value_length", head_dim)
+    if value_dim != head_dim:
+        raise ConfigError(f"{meta.where}: key_length {head_dim} != value_length {value_dim}; "
+                          f"different key and value head sizes are not supported")
+    return dict(hidden_size=hidden, num_layers=meta.int("block_count"),
+                num_attention_heads=heads, num_kv_heads=meta.int("attention.head_count_kv", heads),
+                head_dim=head_dim, intermediate_size=meta.int("feed_forward_length"),
+                vocab_size=_vocab_size(meta, file))
+
+
+def _vocab_size(meta: Metadata, file: GGUFFile) -> int:
+    """``{arch}.vocab_size``, else the token list's length, else the embedding's rows."""
+    size = meta.int("vocab_size", 0)
+    if size:
+        return size
+    tokens = file.metadata.get("tokenizer.ggml.tokens")
+    if tokens is not None and len(tokens):
+        return len(tokens)
+    embed = file.tensors.get("token_embd.weight")
+    if embed is None:
+        raise ConfigError(f"{meta.where}: cannot tell the vocabulary size (no vocab_size key, no "
+                          f"token list, no token_embd.weight)")
+    return embed.shape[0]
+
+
+def _scaled_rope(meta: Metadata, theta: float, max_pos: int) -> RopeConfig:
+    """RoPE from ``rope.freq_base`` and the ``rope.scaling.*`` keys (never ignored)."""
+    kind = meta.get("rope.scaling.type", "none")
+    factor = meta.float("rope.scaling.factor", 0.0) or meta.float("rope.scale_linear", 0.0)
+    if kind == "none" and factor not in (0.0, 1.0):
+        kind = "linear"  # old files: only rope.scale_linear
+    if kind == "none" or (kind == "linear" and factor == 1.0):
+        return RopeConfig(theta=theta)
+    if kind == "linear":
+        return RopeConfig(theta=theta, rope_type="linear", factor=factor)
+    if kind == "yarn":
+        original = meta.int("rope.scaling.original_context_length", max_pos)
+        attention = meta.get("rope.scaling.attn_factor")
+        return RopeConfig(theta=theta, rope_type="yarn", factor=factor or max_pos / original,
+                          original_max_position_embeddings=original,
+                          attention_factor=None if attention is None else float(attention),
+                          beta_fast=meta.get("rope.scaling.yarn_beta_fast"),
+                          beta_slow=meta.get("rope.scaling.yarn_beta_slow"))
+    raise ConfigError(f"{meta.where}: RoPE scaling type {kind!r} in GGUF metadata is not "
+                      f"supported; supported: none, linear, yarn (and Llama-3 rope_freqs)")
+
+
+def llama3_factors(theta: float, dim: int, factor: float, low: float, high: float,
+                   original: int) -> np.ndarray:
+    """llama.cpp's per-frequency divisors for Llama-3 RoPE scaling ([dim/2] float64)."""
+    inv_freq = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (original / wavelen - low) / (high - low)
+    mid = 1.0 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < original / high, 1.0,
+                    np.where(wavelen > original / low, factor, mid))
+
+
+def _llama3_rope(meta: Metadata, file: GGUFFile, theta: float, dim: int) -> RopeConfig:
+    """Recognise the Llama-3 settings behind a ``rope_freqs`` tensor, or refuse it."""
+    info = file.tensors[ROPE_FREQS]
+    if info.type_name != "F32" or info.num_elements != dim // 2:
+        raise ConfigError(f"{meta.where}: {ROPE_FREQS} is {info.type_name} {list(info.shape)}; "
+                          f"expected F32 [{dim // 2}]")
+    stored = file.raw(ROPE_FREQS).view(np.float32).astype(np.float64)
+    factor = float(stored.max())
+    for low, high, original in LLAMA3_ROPE_CANDIDATES:
+        expected = llama3_factors(theta, dim, factor, low, high, original)
+        if np.allclose(stored, expected, rtol=1e-5, atol=0):
+            return RopeConfig(theta=theta, rope_type="llama3", factor=factor,
+                              low_freq_factor=low, high_freq_factor=high,
+                              original_max_position_embeddings=original)
+    raise ConfigError(f"{meta.where}: {ROPE_FREQS} holds RoPE frequency factors that match no "
+                      f"known Llama-3 scaling (factor {factor}); they cannot be expressed as a "
+                      f"RoPE config, so the model cannot be loaded faithfully")
+
+
+def _llama(meta: Metadata, file: GGUFFile) -> TransformerConfig:
+    d = _dims(meta, file, None)
+    rot = meta.int("rope.dimension_count", d["head_dim"])
+    if rot != d["head_dim"]:
+        raise ConfigError(f"{meta.where}: rope.dimension_count {rot} != head size "
+                          f"{d['head_dim']}; partial rotary LLaMA models are not supported")
+    max_pos = meta.int("context_length", 2048)
+    theta = meta.float("rope.freq_base", 10_000.0)
+    if ROPE_FREQS in file.tensors:
+        rope = _llama3_rope(meta, file, theta, d["head_dim"])
+    else:
+        rope = _scaled_rope(meta, theta, max_pos)
+    return TransformerConfig(
+        model_type="llama", **d,
+        norm_type=NormType.RmsNorm, norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-5),
+        activation=Activation.Silu,
+        qkv_bias="blk.0.attn_q.bias" in file.tensors,
+        o_proj_bias="blk.0.attn_output.bias" in file.tensors,
+        mlp_bias="blk.0.ffn_down.bias" in file.tensors,
+        tie_word_embeddings="output.weight" not in file.tensors,
+        rope=rope, max_position_embeddings=max_pos,
+    )
+
+
+def _gemma3_layer_types(meta: Metadata, num_layers: int) -> tuple[str, ...]:
+    """Per-layer pattern: the file's ``sliding_window_pattern`` (bool per layer, or a
+    period) when present, else HF's default of 5 sliding layers then 1 full."""
+    pattern = meta.get("attention.sliding_window_pattern")
+    if isinstance(pattern, np.ndarray):
+        if pattern.size != num_layers:
+            raise ConfigError(f"{meta.where}: sliding_window_pattern has {pattern.size} entries "
+                              f"for {num_layers} layers")
+        return tuple(SLIDING_ATTENTION if bool(s) else FULL_ATTENTION for s in pattern)
+    period = int(pattern) if pattern is not None else GEMMA3_SLIDING_PERIOD
+    if period <= 0:
+        raise ConfigError(f"{meta.where}: sliding_window_pattern must be positive, got {period}")
+    return tuple(SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION
+                 for i in range(num_layers))
+
+
+def _gemma3(meta: Metadata, file: GGUFFile) -> TransformerConfig:
+    d = _dims(meta, file, 256)
+    max_pos = meta.int("context_length", 131_072)
+    full_rope = _scaled_rope(meta, meta.float("rope.freq_base", 1_000_000.0), max_pos)
+    local_rope = RopeConfig(theta=meta.float("rope.freq_base_swa", GEMMA3_LOCAL_THETA))
+    # Not in the GGUF. HF's default is 256, which every released size's config.json uses
+    # except 27B (62 layers), whose config says hidden/heads = 168; llama.cpp applies the
+    # same 27B rule, so we do too (transformers' GGUF loader would use 256 there).
+    scalar = (d["hidden_size"] / d["num_attention_heads"] if d["num_layers"] == GEMMA3_27B_LAYERS
+              else GEMMA3_QUERY_SCALAR)
+    final_cap = meta.float("final_logit_softcapping", 0.0) or None
+    attn_cap = meta.float("attn_logit_softcapping", 0.0) or None
+    return TransformerConfig(
+        model_type="gemma3_text", **d,
+        norm_type=NormType.GemmaRmsNorm,
+        norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-6),
+        activation=Activation.GeluApprox,
+        embedding_scale=gemma_embedding_scale(d["hidden_size"]),
+        tie_word_embeddings="output.weight" not in file.tensors,
+        rope=full_rope, rope_local=local_rope, max_position_embeddings=max_pos,
+        attn_logit_softcapping=attn_cap, final_logit_softcapping=final_cap,
+        query_pre_attn_scalar=scalar, use_post_norms=True, qk_norm=True,
+        layer_types=_gemma3_layer_types(meta, d["num_layers"]),
+        sliding_window=meta.int("attention.sliding_window", 4096),
+    )
+
+
+def config_from_gguf(file: GGUFFile) -> TransformerConfig:
+    """The TransformerConfig a GGUF file describes; ConfigError for other architectures."""
+    meta = Metadata(file)
+    if meta.arch == "llama":
+        return _llama(meta, file)
+    if meta.arch == "gemma3":
+        return _gemma3(meta, file)
+    raise ConfigError(f"{meta.where}: GGUF architecture {meta.arch!r} is not supported; "
+                      f"supported GGUF architectures: {', '.join(SUPPORTED_ARCHITECTURES)}. "
+                      f"For other models, load the HF safetensors checkpoint instead")
+
+
+def consumed_by_config(file: GGUFFile) -> frozenset[str]:
+    """GGUF tensors that the config absorbs (so weight loading must not expect them)."""
+    if Metadata(file).arch == "llama" and ROPE_FREQS in file.tensors:
+        return frozenset({ROPE_FREQS})
+    return frozenset()
