@@ -59,32 +59,43 @@ def run(args: argparse.Namespace) -> dict:
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     ours, hf, hf_dir = load_models(args.model_dir)
     seq_lens = (8, 32) if args.quick else forward.SEQ_LENS
+    capture_len = 32 if args.quick else 128
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "model": str(args.model_dir or "SmolLM2-135M-Instruct (embedded GGUF)"),
-                     "dtype": "float32"}
-    if "forward" in chosen:
-        results["forward"] = forward.forward_no_hooks(ours, hf["sdpa"], hf["eager"], seq_lens,
-                                                      args.quick)
-    capture_len = 32 if args.quick else 128
-    if "capture" in chosen:
-        results["capture"] = forward.capture_all(ours, capture_len, args.quick)
-    if "scaling" in chosen:
-        results["scaling"] = forward.hook_scaling(ours, seq_lens, args.quick)
-    if "generation" in chosen:
-        results["generation"] = generation.greedy_generation(
-            ours, hf["sdpa"], ours.tokenizer, 8 if args.quick else 64, 1 if args.quick else 3)
-    if "transformerlens" in chosen:
+                     "dtype": "float32", "errors": {}}
+
+    def tl_scenario() -> dict:
         tl = transformerlens.run_with_cache(hf_dir, capture_len, 2 if args.quick else 8)
         ours_capture = results.get("capture") or forward.capture_all(ours, capture_len, args.quick)
         tl["speedup_of_torch_mi_capture_all"] = (tl["run_with_cache"]["median"]
                                                  / ours_capture["capture-all"]["median"])
-        results["transformerlens"] = tl
-    if "loading" in chosen and not args.model_dir:
+        return tl
+
+    def loading_scenario() -> dict:
         from .assets import gguf_path
 
         fp32 = sum(p.numel() for p in ours.backend.parameters()) * 4
-        results["loading"] = loading.load_benchmarks(str(gguf_path()), str(hf_dir), fp32,
-                                                     1 if args.quick else 3)
+        return loading.load_benchmarks(str(gguf_path()), str(hf_dir), fp32,
+                                       1 if args.quick else 3)
+
+    scenarios = {
+        "forward": lambda: forward.forward_no_hooks(ours, hf["sdpa"], hf["eager"], seq_lens,
+                                                    args.quick),
+        "capture": lambda: forward.capture_all(ours, capture_len, args.quick),
+        "scaling": lambda: forward.hook_scaling(ours, seq_lens, args.quick),
+        "generation": lambda: generation.greedy_generation(
+            ours, hf["sdpa"], ours.tokenizer, 8 if args.quick else 64, 1 if args.quick else 3),
+        "transformerlens": tl_scenario,
+        "loading": loading_scenario,
+    }
+    for name, scenario in scenarios.items():
+        if name not in chosen or (name == "loading" and args.model_dir):
+            continue
+        try:  # one failing scenario must not lose the others' figures
+            results[name] = scenario()
+        except Exception as exc:  # recorded and reported, not swallowed
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"[-2000:]
+            print(f"scenario {name} failed: {results['errors'][name]}")
     return results
 
 

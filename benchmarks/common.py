@@ -36,7 +36,10 @@ class Timing:
 
 def time_calls(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2
                ) -> dict[str, Timing]:
-    """Time several callables interleaved (A B A B ...), so drift hits all of them alike."""
+    """Time several callables interleaved (A B A B ...), so drift hits all of them alike.
+
+    Each result is freed after its clock stops: a cache the caller keeps is part of the
+    work, releasing it later is not."""
     with torch.inference_mode():
         for _ in range(warmup):
             for fn in fns.values():
@@ -45,8 +48,9 @@ def time_calls(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2
         for _ in range(reps):
             for name, fn in fns.items():
                 start = time.perf_counter()
-                fn()
+                result = fn()
                 samples[name].append(time.perf_counter() - start)
+                del result
     return {name: Timing(statistics.median(s), min(s), max(s), len(s))
             for name, s in samples.items()}
 

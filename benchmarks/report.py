@@ -65,6 +65,8 @@ def render_table(r: dict) -> None:
             t.add_row(str(row["seq_len"]), *(f"{_ms(row[n])} ({row['ratios'][n]:.2f}x)"
                                              for n in names))
         console.print(t)
+    for name, error in r.get("errors", {}).items():
+        console.print(f"[red]scenario {name} failed:[/red] {error}")
     t = Table(title="targets (SPEC §11)")
     for col in ("measure", "measured", "target", "met"):
         t.add_column(col)
@@ -122,5 +124,7 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
                   f"{g['new_tokens']} new tokens: torch-mi {g['torch-mi_tok_s']:.1f} tok/s, "
                   f"HF generate {g['hf_tok_s']:.1f} tok/s ({g['ratio']:.2f}x); same tokens: "
                   f"{g['same_tokens']}."]
+    for name, error in r.get("errors", {}).items():
+        lines += ["", f"Scenario `{name}` failed in this run: `{error.splitlines()[-1]}`"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

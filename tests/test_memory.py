@@ -291,24 +291,26 @@ def test_apply_intervention_keeps_a_separate_clone(loaded):
 
 
 def test_fused_and_explicit_layer_working_sets(loaded):
-    """Layer 1 at S=64, per token, in elements (x4 bytes x64 tokens):
+    """Layer 1 at S=128, per token, in elements (x4 bytes x128 tokens):
 
     attention base = embedding D (held by forward) + layer input D + ln1 D + QKV (H+2Hkv)d
-    + rot_q Hd + rot_k Hkv*d = 64+64+64+128+64+32 = 416; repeated K/V 2Hd = 128;
-    one [B,H,S,S] row = H*S = 256. MLP = 5D + gate|up 2I + act I + hidden I = 832.
+    + rot_q Hd + rot_k Hkv*d = 64+64+64+128+64+32 = 416; the GQA stacked-query copy Hd = 64
+    (alive while q @ k^T runs); one [B,H,S,S] row = H*S = 512; the attention output Hd = 64.
+    MLP = 5D + gate|up 2I + act I + hidden I = 832.
     """
-    model, s = loaded["llama"], 64
+    model, s = loaded["llama"], 128
     per_layer = 4 * s
     fused = estimate_memory(model, mi.HookSpec(), s)
     assert fused.explicit_layers == () and fused.layers[1].working_set_bytes == 832 * per_layer
-    # pattern captured: masked scores + fp32 softmax alive as the captured pattern is filled.
+    # pattern captured: the scores (masked in place) are the one uncaptured [B,H,S,S] tensor,
+    # next to the stacked-query copy at first and the attention output at the end.
     pattern = estimate_memory(model, mi.HookSpec().capture("blocks.1.attn.hook_pattern"), s)
     assert pattern.explicit_layers == (1,)
-    assert pattern.layers[1].working_set_bytes == (416 + 128 + 2 * 256) * per_layer
+    assert pattern.layers[1].working_set_bytes == (416 + 512 + 64) * per_layer
     assert pattern.layers[0].working_set_bytes == fused.layers[0].working_set_bytes
-    # scores captured instead: the filled pattern is a third uncaptured [B,H,S,S] tensor.
+    # scores captured instead: the mask goes into a new tensor and the pattern is uncaptured.
     scores = estimate_memory(model, mi.HookSpec().capture("blocks.1.attn.hook_scores"), s)
-    assert scores.layers[1].working_set_bytes == (416 + 128 + 3 * 256) * per_layer
+    assert scores.layers[1].working_set_bytes == (416 + 2 * 512 + 64) * per_layer
 
 
 def test_softcapped_family_is_always_explicit(loaded):

@@ -6,7 +6,6 @@ MODE: ours-gguf | hf-gguf | ours-safetensors | hf-safetensors
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -18,6 +17,22 @@ torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 def rss() -> int:
     return psutil.Process().memory_info().rss
+
+
+def reset_peak() -> None:
+    """Reset the kernel's RSS high-water mark to the current RSS. Needed because a child
+    inherits its parent's high-water mark across fork+exec (getrusage's ru_maxrss would
+    report the benchmark harness's own peak)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def load(mode: str, path: str) -> None:
@@ -43,11 +58,12 @@ def main() -> None:
         import torch_mi  # noqa: F401  (imports are not part of the load time)
     else:
         import transformers  # noqa: F401
+    reset_peak()
     baseline = rss()
     start = time.perf_counter()
     load(mode, path)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"mode": mode, "seconds": seconds, "peak_rss": peak,
                       "baseline_rss": baseline, "peak_growth": peak - baseline}))
 

@@ -103,6 +103,28 @@ class HeadSpec:
 HeadSpec.All = HeadSpec("All")
 
 
+class LayerSelector:
+    """Chainable layer builders shared by knockout, steering and RWKV state specs."""
+
+    layer_spec: LayerSpec = LayerSpec.All
+
+    def layer(self, layer: int):
+        self.layer_spec = add_layers(self.layer_spec, [layer])
+        return self
+
+    def layers(self, layers: Iterable[int]):
+        self.layer_spec = add_layers(self.layer_spec, layers)
+        return self
+
+    def layer_range(self, start: int, end: int):
+        """Layers start..=end (inclusive)."""
+        self.layer_spec = LayerSpec.Range(start, end)
+        return self
+
+    def applies_to_layer(self, layer: int) -> bool:
+        return self.layer_spec.contains(layer)
+
+
 def add_layers(current: LayerSpec, new: Iterable[int]) -> LayerSpec:
     """Union of a Specific selection with more layers (All/Range become Specific)."""
     existing = list(current.layers) if current.kind == "Specific" else []

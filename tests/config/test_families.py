@@ -135,3 +135,10 @@ def test_old_style_rope_keys(tiny_models):
 def test_parameter_count_matches_the_checkpoint(variant, loaded):
     model = loaded[variant]
     assert model.config.num_parameters() == sum(p.numel() for p in model.backend.parameters())
+
+
+def test_config_classmethods_are_the_translators(tiny_models):
+    raw = hf_config(tiny_models, "gemma2")
+    assert mi.TransformerConfig.from_hf_config(raw) == mi.from_hf_config(raw)
+    names = ["model.layers.0.mlp.gate_proj.weight"]
+    assert mi.TransformerConfig.from_hf_config_auto(raw, names) == mi.from_hf_config(raw)

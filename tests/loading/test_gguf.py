@@ -59,8 +59,11 @@ REFERENCE = textwrap.dedent('''
                   window=getattr(c, "sliding_window", None),
                   scalar=getattr(c, "query_pre_attn_scalar", None),
                   rope=c.rope_parameters)
+    with torch.no_grad():
+        greedy = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)
     torch.save(dict(with_special=with_special, raw=raw, decoded=decoded, prompt=prompt,
-                    logits=logits, config=config), out)
+                    logits=logits, config=config, greedy=greedy[0, len(prompt):].tolist(),
+                    eos=tok.eos_token_id), out)
 ''')
 
 
@@ -149,6 +152,16 @@ def test_smollm2_logits_match_transformers(smollm2, smollm2_ref):
     assert smollm2.tokenizer.encode(PROMPT) == smollm2_ref["prompt"]
     torch.testing.assert_close(prompt_logits(smollm2), smollm2_ref["logits"],
                                atol=1e-4, rtol=1e-5)
+
+
+def test_smollm2_greedy_generation_matches_transformers_generate(smollm2, smollm2_ref):
+    """32 greedy tokens: KV-cached = recompute = transformers.generate on the same file."""
+    cached = smollm2.generate(PROMPT, 32)
+    recomputed = smollm2.generate(PROMPT, 32, recompute=True)
+    assert cached.step_tokens == recomputed.step_tokens
+    expected = [t for t in smollm2_ref["greedy"] if t != smollm2_ref["eos"]]
+    assert cached.step_tokens == expected
+    assert cached.generated_text.startswith(" Paris.")
 
 
 def test_smollm2_tokenizer_matches_transformers(smollm2, smollm2_ref):

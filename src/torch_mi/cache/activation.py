@@ -60,42 +60,37 @@ def captured_rows(cache: HookCache, points: list[HookPoint], batch_index: int,
     return rows
 
 
-class ActivationCache:
-    """One activation vector [D] per layer."""
+class LayerStore:
+    """One tensor per layer, indexed by push order: what the caches share."""
 
-    def __init__(self, activations: Sequence[torch.Tensor] = ()) -> None:
+    ndim: int = 1
+    layout: str = "[D]"
+    hint: str = ""
+
+    def __init__(self, tensors: Sequence[torch.Tensor] = ()) -> None:
         self._layers: list[torch.Tensor] = []
-        for tensor in activations:
+        for tensor in tensors:
             self.push(tensor)
 
     @classmethod
-    def with_capacity(cls, n_layers: int) -> ActivationCache:
+    def with_capacity(cls, n_layers: int):
         """An empty cache (Python lists grow as needed; kept for upstream parity)."""
         del n_layers
         return cls()
 
-    @classmethod
-    def from_hook_cache(cls, cache: HookCache, points: Iterable[PointOrLayer],
-                        batch_index: int = 0, position: int = -1) -> ActivationCache:
-        """The vector at ``position`` (default: last token) of each of ``points``; an int
-        in ``points`` means that layer's ``hook_resid_post``."""
-        rows = captured_rows(cache, resolve_points(points, HookPoint.ResidPost), batch_index)
-        seq = rows[0].shape[0] if rows else 0
-        if rows and not -seq <= position < seq:
-            raise HookError(f"position {position} is out of range; valid positions are "
-                            f"0..{seq - 1} (or negative from the end)")
-        return cls([row[position] for row in rows])
+    def check(self, tensor: torch.Tensor) -> None:
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != self.ndim:
+            shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else None
+            raise InputError(f"{type(self).__name__} holds one {self.layout} tensor per layer, "
+                             f"got shape {shape}{self.hint}")
 
-    def push(self, activation: torch.Tensor) -> None:
-        """Append the next layer's vector [D]."""
-        if not isinstance(activation, torch.Tensor) or activation.dim() != 1:
-            shape = list(activation.shape) if isinstance(activation, torch.Tensor) else None
-            raise InputError(f"ActivationCache holds one vector [D] per layer, got shape {shape}; "
-                             f"for a captured [B, S, D] tensor push t[0, -1]")
-        self._layers.append(activation)
+    def push(self, tensor: torch.Tensor) -> None:
+        """Append the next layer's tensor."""
+        self.check(tensor)
+        self._layers.append(tensor)
 
     def get_layer(self, layer: int) -> torch.Tensor:
-        """The vector [D] of ``layer``; HookError (with the valid range) if absent."""
+        """The tensor of ``layer``; HookError (with the valid range) if absent."""
         return self._layers[check_layer(layer, len(self._layers))]
 
     __getitem__ = get_layer
@@ -108,6 +103,24 @@ class ActivationCache:
 
     def is_empty(self) -> bool:
         return not self._layers
+
+
+class ActivationCache(LayerStore):
+    """One activation vector [D] per layer."""
+
+    ndim, layout, hint = 1, "[D]", "; for a captured [B, S, D] tensor push t[0, -1]"
+
+    @classmethod
+    def from_hook_cache(cls, cache: HookCache, points: Iterable[PointOrLayer],
+                        batch_index: int = 0, position: int = -1) -> ActivationCache:
+        """The vector at ``position`` (default: last token) of each of ``points``; an int
+        in ``points`` means that layer's ``hook_resid_post``."""
+        rows = captured_rows(cache, resolve_points(points, HookPoint.ResidPost), batch_index)
+        seq = rows[0].shape[0] if rows else 0
+        if rows and not -seq <= position < seq:
+            raise HookError(f"position {position} is out of range; valid positions are "
+                            f"0..{seq - 1} (or negative from the end)")
+        return cls([row[position] for row in rows])
 
     def activations(self) -> list[torch.Tensor]:
         return list(self._layers)
@@ -127,19 +140,10 @@ class ActivationCache:
         return f"ActivationCache(n_layers={len(self._layers)}, dim={dim})"
 
 
-class FullActivationCache:
+class FullActivationCache(LayerStore):
     """Every position of every layer: one [S, D] tensor per layer (same S for all)."""
 
-    def __init__(self, activations: Sequence[torch.Tensor] = ()) -> None:
-        self._layers: list[torch.Tensor] = []
-        for tensor in activations:
-            self.push(tensor)
-
-    @classmethod
-    def with_capacity(cls, n_layers: int) -> FullActivationCache:
-        """An empty cache (kept for upstream parity)."""
-        del n_layers
-        return cls()
+    ndim, layout, hint = 2, "[S, D]", "; for a captured [B, S, D] tensor push t[0]"
 
     @classmethod
     def from_hook_cache(cls, cache: HookCache, points: Iterable[PointOrLayer],
@@ -148,22 +152,11 @@ class FullActivationCache:
         means that layer's ``hook_resid_post``."""
         return cls(captured_rows(cache, resolve_points(points, HookPoint.ResidPost), batch_index))
 
-    def push(self, activation: torch.Tensor) -> None:
-        """Append the next layer's activations [S, D]."""
-        if not isinstance(activation, torch.Tensor) or activation.dim() != 2:
-            shape = list(activation.shape) if isinstance(activation, torch.Tensor) else None
-            raise InputError(f"FullActivationCache holds one [S, D] tensor per layer, got shape "
-                             f"{shape}; for a captured [B, S, D] tensor push t[0]")
-        if self._layers and activation.shape[0] != self._layers[0].shape[0]:
+    def check(self, tensor: torch.Tensor) -> None:
+        super().check(tensor)
+        if self._layers and tensor.shape[0] != self._layers[0].shape[0]:
             raise InputError(f"every layer needs the same sequence length: the cache has "
-                             f"{self._layers[0].shape[0]} positions, got {activation.shape[0]}")
-        self._layers.append(activation)
-
-    def get_layer(self, layer: int) -> torch.Tensor:
-        """Activations [S, D] of ``layer``; HookError (with the valid range) if absent."""
-        return self._layers[check_layer(layer, len(self._layers))]
-
-    __getitem__ = get_layer
+                             f"{self._layers[0].shape[0]} positions, got {tensor.shape[0]}")
 
     def get_position(self, layer: int, position: int) -> torch.Tensor:
         """The vector [D] at ``position`` of ``layer``; HookError if either is out of range."""
@@ -174,21 +167,12 @@ class FullActivationCache:
                             f"0..{seq - 1}")
         return acts[position]
 
-    def n_layers(self) -> int:
-        return len(self._layers)
-
-    def __len__(self) -> int:
-        return len(self._layers)
-
     def seq_len(self) -> int:
         """Number of positions; HookError when the cache is empty."""
         if not self._layers:
             raise HookError("the cache is empty, so it has no sequence length; push a [S, D] "
                             "tensor per layer first")
         return self._layers[0].shape[0]
-
-    def is_empty(self) -> bool:
-        return not self._layers
 
     def activations(self) -> list[torch.Tensor]:
         return list(self._layers)

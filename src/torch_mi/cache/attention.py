@@ -7,58 +7,26 @@ which is what attention-routing and knockout experiments report.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 
 from ..errors import HookError, InputError
 from ..hooks.cache import HookCache
 from ..hooks.points import HookPoint
-from .activation import PointOrLayer, check_layer, resolve_points
+from .activation import LayerStore, PointOrLayer, resolve_points
 
 
-class AttentionCache:
+class AttentionCache(LayerStore):
     """One attention pattern [B, H, Sq, Sk] per layer (index = push order)."""
 
-    def __init__(self, patterns: Sequence[torch.Tensor] = ()) -> None:
-        self._layers: list[torch.Tensor] = []
-        for pattern in patterns:
-            self.push(pattern)
-
-    @classmethod
-    def with_capacity(cls, n_layers: int) -> AttentionCache:
-        """An empty cache (kept for upstream parity)."""
-        del n_layers
-        return cls()
+    ndim, layout = 4, "[batch, heads, seq_q, seq_k]"
 
     @classmethod
     def from_hook_cache(cls, cache: HookCache, points: Iterable[PointOrLayer]) -> AttentionCache:
         """The captured patterns of ``points``; an int means that layer's
         ``attn.hook_pattern``."""
         return cls([cache.require(p) for p in resolve_points(points, HookPoint.AttnPattern)])
-
-    def push(self, pattern: torch.Tensor) -> None:
-        """Append the next layer's pattern [B, H, Sq, Sk]."""
-        if not isinstance(pattern, torch.Tensor) or pattern.dim() != 4:
-            shape = list(pattern.shape) if isinstance(pattern, torch.Tensor) else None
-            raise InputError(f"AttentionCache holds one [batch, heads, seq_q, seq_k] pattern per "
-                             f"layer, got shape {shape}")
-        self._layers.append(pattern)
-
-    def get_layer(self, layer: int) -> torch.Tensor:
-        """Pattern [B, H, Sq, Sk] of ``layer``; HookError (with the valid range) if absent."""
-        return self._layers[check_layer(layer, len(self._layers))]
-
-    __getitem__ = get_layer
-
-    def n_layers(self) -> int:
-        return len(self._layers)
-
-    def __len__(self) -> int:
-        return len(self._layers)
-
-    def is_empty(self) -> bool:
-        return not self._layers
 
     def patterns(self) -> list[torch.Tensor]:
         return list(self._layers)

@@ -12,8 +12,9 @@ from .types import RopeConfig
 
 # Keys that never change the forward pass of a causal LM at inference.
 NON_ARCHITECTURAL_KEYS = frozenset({
-    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype",
-    "dtype", "bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id",
+    "_name_or_path", "_model_name_or_path", "architectures", "model_type",
+    "transformers_version", "torch_dtype", "dtype", "bos_token_id", "eos_token_id",
+    "pad_token_id", "sep_token_id", "unk_token_id", "mask_token_id", "cls_token_id",
     "decoder_start_token_id", "initializer_range", "use_cache", "return_dict",
     "output_attentions", "output_hidden_states", "torchscript", "tie_encoder_decoder",
     "is_decoder", "is_encoder_decoder", "add_cross_attention", "chunk_size_feed_forward",

@@ -211,6 +211,20 @@ class TransformerConfig:
     def is_sliding(self, layer: int) -> bool:
         return self.layer_types[layer] == SLIDING_ATTENTION
 
+    @classmethod
+    def from_hf_config(cls, hf: dict) -> TransformerConfig:
+        """Translate a known family's HF ``config.json`` dict (strict key accounting)."""
+        from .auto import from_hf_config
+
+        return from_hf_config(hf)
+
+    @classmethod
+    def from_hf_config_auto(cls, hf: dict, tensor_names) -> TransformerConfig:
+        """Known families as ``from_hf_config``; others inferred (inventory §4.7)."""
+        from .auto import from_hf_config_auto
+
+        return from_hf_config_auto(hf, tensor_names)
+
     def replace(self, **changes: object) -> TransformerConfig:
         return dataclasses.replace(self, **changes)
 

@@ -51,6 +51,11 @@ class HookRuntime:
         """True if the point is captured or intervened on in this call."""
         return point in self._sites
 
+    def intervenes(self, point: HookPoint) -> bool:
+        """True if this call changes the tensor at ``point``."""
+        site = self._sites.get(point)
+        return site is not None and bool(site.interventions)
+
     def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
         """Capture, then apply this point's interventions in registration order."""
         site = self._sites.get(point)
@@ -74,6 +79,9 @@ class _NoHooks(HookRuntime):
         self._sites = {}
 
     def is_active(self, point: HookPoint) -> bool:
+        return False
+
+    def intervenes(self, point: HookPoint) -> bool:
         return False
 
     def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:

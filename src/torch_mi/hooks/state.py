@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import InterventionError
-from ..selection import LayerSpec, add_layers
+from ..selection import LayerSelector, LayerSpec
 
 
-class _StateSpecBase:
+class _StateSpecBase(LayerSelector):
     """Positions x layers selection shared by the two state specs (chainable builders)."""
 
     def __init__(self) -> None:
@@ -30,21 +30,6 @@ class _StateSpecBase:
         for p in positions:
             self.position(p)
         return self
-
-    def layer(self, layer: int):
-        self.layer_spec = add_layers(self.layer_spec, [layer])
-        return self
-
-    def layers(self, layers: Iterable[int]):
-        self.layer_spec = add_layers(self.layer_spec, layers)
-        return self
-
-    def layer_range(self, start: int, end: int):
-        self.layer_spec = LayerSpec.Range(start, end)
-        return self
-
-    def applies_to_layer(self, layer: int) -> bool:
-        return self.layer_spec.contains(layer)
 
     def position_set(self) -> frozenset[int]:
         return frozenset(self.positions_list)

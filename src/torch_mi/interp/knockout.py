@@ -18,7 +18,7 @@ from ..errors import InterventionError
 from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
-from ..selection import HeadSpec, LayerSpec, add_layers
+from ..selection import HeadSpec, LayerSelector, LayerSpec
 from .results import LogitComparison
 
 
@@ -39,26 +39,13 @@ class AttentionEdge:
         return [(r, c) for r in rows for c in cols]
 
 
-class EdgeSelection:
+class EdgeSelection(LayerSelector):
     """Layers x heads x edges builders shared by knockout and steering specs."""
 
     def __init__(self) -> None:
         self.layer_spec: LayerSpec = LayerSpec.All
         self.head_spec: HeadSpec = HeadSpec.All
         self.edges: list[AttentionEdge] = []
-
-    def layer(self, layer: int):
-        self.layer_spec = add_layers(self.layer_spec, [layer])
-        return self
-
-    def layers(self, layers: Iterable[int]):
-        self.layer_spec = add_layers(self.layer_spec, layers)
-        return self
-
-    def layer_range(self, start: int, end: int):
-        """Layers start..=end (inclusive)."""
-        self.layer_spec = LayerSpec.Range(start, end)
-        return self
 
     def head(self, head: int):
         existing = list(self.head_spec.heads) if self.head_spec.kind == "Specific" else []
@@ -88,9 +75,6 @@ class EdgeSelection:
         for to in to_positions:
             self.edge(from_pos, to)
         return self
-
-    def applies_to_layer(self, layer: int) -> bool:
-        return self.layer_spec.contains(layer)
 
     def applies_to_head(self, head: int) -> bool:
         return self.head_spec.contains(head)

@@ -133,9 +133,15 @@ def causal_trace(model, clean: str | Sequence[str], corrupted: str | Sequence[st
     foils = None if foil is None else _answer_ids(model, foil, clean_logits, n_pairs)
     m_clean = _metric(clean_logits, answers, foils, metric)
     m_corrupt = _metric(corrupt_logits, answers, foils, metric)
-    # Row t * B + b of the repeated batch patches position t of pair b.
+    # Row t * B + b of the repeated batch patches position t of pair b. The unpatched
+    # reference is run at the same batch shape, so a patch that changes nothing scores
+    # exactly 0 (GEMM rounding can depend on the batch shape).
     positions = torch.arange(seq_len * n_pairs, device=clean_ids.device) // n_pairs
     big_ids, big_mask = corrupt_ids.repeat(seq_len, 1), mask.repeat(seq_len, 1)
+    reference = model.forward(big_ids, attention_mask=big_mask,
+                              last_logits_only=True).output()[:, -1]
+    m_reference = _metric(reference, answers.repeat(seq_len),
+                          None if foils is None else foils.repeat(seq_len), metric)
     effects, recoveries = [], []
     denominator = torch.where((m_clean - m_corrupt).abs() > _EPS, m_clean - m_corrupt,
                               torch.full_like(m_clean, float("nan")))
@@ -147,7 +153,7 @@ def causal_trace(model, clean: str | Sequence[str], corrupted: str | Sequence[st
                                last_logits_only=True).output()[:, -1]
         m = _metric(logits, answers.repeat(seq_len),
                     None if foils is None else foils.repeat(seq_len), metric)
-        effects.append(((m.view(seq_len, n_pairs) - m_corrupt) / denominator).T)  # [B, S]
+        effects.append(((m - m_reference).view(seq_len, n_pairs) / denominator).T)  # [B, S]
         kl = kl_divergence(clean_logits.repeat(seq_len, 1), logits, reduction="none")
         recoveries.append((1 - kl.view(seq_len, n_pairs) / base_kl.clamp_min(1e-12)).T)
     per_pair = torch.stack(effects, dim=1).cpu()  # [B, L, S]

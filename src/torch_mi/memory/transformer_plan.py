@@ -8,8 +8,10 @@ keys are counted once, and a layer's working set is the largest sum of *uncaptur
 alive at one moment ("stage") of that layer:
 
 * attention: both RoPE rotations (3 temporaries each), then the core - fused SDPA (output +
-  log-sum-exp) or explicit (scores, the added mask, the fp32 softmax and its cast, the
-  zero-row fill, GQA-repeated K/V) - then the head-merge copy and ``o_proj``;
+  log-sum-exp) or explicit (the stacked-query copy for GQA, scores scaled in place, the
+  mask added in place unless the scores are hooked, the fp32 softmax and its cast, the
+  zero-row fill only when the scores are intervened on) - then the head-merge copy and
+  ``o_proj``;
 * MLP: the fused gate|up output [B,S,2I] + act(gate) [B,S,I] + the hidden [B,S,I].
 
 Held meanwhile: the layer input (kept by the caller), the embedding (kept by ``forward``),
@@ -86,7 +88,7 @@ class TransformerPlan:
         self.intervened = {p for p, _ in spec.interventions()}
         applied = {p for p, iv in spec.interventions() if iv.kind == "Apply"}
         self.cloned = applied & set(self.captured_points)
-        active = set(self.captured_points) | self.intervened
+        self.active = active = set(self.captured_points) | self.intervened
         hp = HookPoint
         self.explicit = tuple(
             c.attn_logit_softcapping is not None or hp.AttnScores(i) in active
@@ -212,31 +214,37 @@ class TransformerPlan:
         return [(HookPoint.AttnRotK(i), [self.base(HookPoint.AttnZ(i)), lse])]
 
     def explicit_moments(self, i: int) -> list[Moment]:
-        """Scores -> soft-cap -> mask -> fp32 softmax -> cast -> zero-row fill -> pattern @ v."""
+        """Scores (scaled in place) -> soft-cap -> mask -> fp32 softmax -> cast -> zero-row
+        fill (only if the scores are intervened on) -> pattern @ v."""
         hp, c, n, e = HookPoint, self.config, self.tokens, self.elem
         sh = n * c.num_attention_heads * self.seq * e  # one [B,H,S,S] tensor
         sh32 = n * c.num_attention_heads * self.seq * 4
         hd = n * c.num_attention_heads * c.head_dim * e
-        rep = [_tmp("k_rep", hd), _tmp("v_rep", hd)] if c.num_kv_groups > 1 else []
+        stacked = [_tmp("q_stacked", hd)] if c.num_kv_groups > 1 else []
         raw, scores = self.base(hp.AttnScores(i)), self.live(hp.AttnScores(i))
-        qk, scaled, tanh = _tmp("qk", sh), _tmp("scaled", sh), _tmp("tanh", sh)
         if c.attn_logit_softcapping is None:
-            before = [[qk, raw]]
-        else:  # tanh(x / cap) * cap
-            before = [[qk, scaled], [scaled, _tmp("div", sh), tanh], [scaled, tanh, raw]]
-        masked, soft32 = _tmp("masked", sh), _tmp("softmax_fp32", sh32)
-        if e == 4:
-            softmax, pre_fill = [[masked, soft32]], soft32
-        else:  # softmax(dtype=fp32) first copies its input to fp32, then .to() casts back
-            pre_fill = _tmp("softmax_cast", sh)
-            softmax = [[masked, _tmp("softmax_in", sh32), soft32], [masked, soft32, pre_fill]]
+            before = [[*stacked, raw]]
+        else:  # tanh(x / cap) * cap, with the scaled scores alive throughout
+            qk, div, tanh = _tmp("qk", sh), _tmp("div", sh), _tmp("tanh", sh)
+            before = [[*stacked, qk], [qk, div], [qk, div, tanh], [qk, tanh, raw]]
+        # The mask is added in place unless someone holds the pre-mask scores.
+        masked = _tmp("masked", sh) if hp.AttnScores(i) in self.active else scores
+        fill = hp.AttnScores(i) in self.intervened
         pattern, pattern_live = self.base(hp.AttnPattern(i)), self.live(hp.AttnPattern(i))
-        after_scores = [[raw, scores], [scores, masked], *softmax, [masked, pre_fill, pattern]]
+        if e == 4:
+            soft = _tmp("softmax_fp32", sh32) if fill else pattern
+            softmax = [[masked, soft]]
+        else:  # softmax(dtype=fp32) copies its input to fp32, then .to() casts back
+            soft = _tmp("softmax_cast", sh) if fill else pattern
+            soft32 = _tmp("softmax_fp32", sh32)
+            softmax = [[masked, _tmp("softmax_in", sh32), soft32], [masked, soft32, soft]]
+        fill_step = [[masked, soft, pattern]] if fill else []
+        after_scores = [[raw, scores], [scores, masked], *softmax, *fill_step]
         after_pattern = [[masked, pattern, pattern_live],
                          [masked, pattern_live, self.base(hp.AttnZ(i))]]
-        return ([(hp.AttnRotK(i), rep + m) for m in before]
-                + [(hp.AttnScores(i), rep + m) for m in after_scores]
-                + [(hp.AttnPattern(i), rep + m) for m in after_pattern])
+        return ([(hp.AttnRotK(i), m) for m in before]
+                + [(hp.AttnScores(i), m) for m in after_scores]
+                + [(hp.AttnPattern(i), m) for m in after_pattern])
 
     def mlp_moments(self, i: int) -> list[Moment]:
         hp, c, n, e = HookPoint, self.config, self.tokens, self.elem

@@ -41,14 +41,6 @@ class AttnPoints:
                    hp.AttnScores(i), hp.AttnPattern(i), hp.AttnZ(i))
 
 
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[B,Hkv,S,d] -> [B,Hkv*groups,S,d]; query head h reads KV head h // groups."""
-    if groups == 1:
-        return x
-    b, h, s, d = x.shape
-    return x[:, :, None].expand(b, h, groups, s, d).reshape(b, h * groups, s, d)
-
-
 class Attention(nn.Module):
     def __init__(self, config: TransformerConfig, layer: int) -> None:
         super().__init__()
@@ -100,15 +92,24 @@ class Attention(nn.Module):
 
     def explicit_core(self, q, k, v, mask: LayerMask, hooks: HookRuntime) -> torch.Tensor:
         p = self.points
-        k, v = repeat_kv(k, self.groups), repeat_kv(v, self.groups)
-        scores = self.scores_softcap(torch.matmul(q, k.transpose(2, 3)) * self.scale)
-        scores = hooks.fire(p.scores, scores)  # [B,H,Sq,Sk], before any mask
+        scores = self.grouped_matmul(q, k.transpose(2, 3)).mul_(self.scale)  # [B,H,Sq,Sk]
+        scores = hooks.fire(p.scores, self.scores_softcap(scores))  # before any mask
         additive = mask.additive(scores.dtype, scores.device)
-        if additive is not None:
-            scores = scores + additive
+        if additive is not None:  # in place unless someone holds the pre-mask scores
+            scores = scores + additive if hooks.is_active(p.scores) else scores.add_(additive)
         pattern = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        # A row with no visible key (padding, full knockout) attends to nothing, not NaN.
-        dead = torch.isneginf(scores.amax(dim=-1, keepdim=True))
-        pattern = pattern.masked_fill(dead, 0.0)
+        if mask.may_empty_rows or hooks.intervenes(p.scores):
+            # A row with no visible key (padding, full knockout) attends to nothing, not NaN.
+            dead = torch.isneginf(scores.amax(dim=-1, keepdim=True))
+            pattern = pattern.masked_fill(dead, 0.0)
         pattern = hooks.fire(p.pattern, pattern)  # [B,H,Sq,Sk]
-        return torch.matmul(pattern, v)
+        return self.grouped_matmul(pattern, v)
+
+    def grouped_matmul(self, a: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """a [B,H,Sq,n] @ kv [B,Hkv,n,m] with query head h reading KV head h // groups, as
+        one matmul per KV head over its stacked query heads (no repeated K/V copies)."""
+        if self.groups == 1:
+            return torch.matmul(a, kv)
+        b, h, s, n = a.shape
+        stacked = a.reshape(b, self.n_kv, self.groups * s, n)  # [B,Hkv,g*Sq,n]
+        return torch.matmul(stacked, kv).view(b, h, s, kv.shape[-1])

@@ -67,6 +67,7 @@ class LayerMask:
     kind: str
     q_len: int
     allowed: torch.Tensor | None = None
+    may_empty_rows: bool = False  # True only with key padding (a padded query sees nothing)
     _additive: dict[torch.dtype, torch.Tensor] = field(default_factory=dict)
 
     def additive(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
@@ -101,4 +102,4 @@ def build_layer_mask(q_len: int, past_len: int, window: int | None,
     allowed = allowed[None, None]  # [1,1,Sq,Sk]
     if key_padding is not None:
         allowed = allowed & key_padding.bool()[:, None, None, :]
-    return LayerMask("dense", q_len, allowed)
+    return LayerMask("dense", q_len, allowed, may_empty_rows=key_padding is not None)

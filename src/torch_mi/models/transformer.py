@@ -26,7 +26,7 @@ from ..hooks.spec import HookSpec
 from .allocation import allocate_uninitialised
 from .attention import Attention
 from .inputs import check_attention_mask, check_input_ids
-from .layers import make_mlp, make_norm, make_softcap
+from .layers import linear, make_mlp, make_norm, make_softcap
 from .masks import LayerMask, build_layer_mask
 from .rope import RotaryEmbedding
 
@@ -94,8 +94,7 @@ class GenericTransformer(nn.Module):
         self.embed.weight.requires_grad_(False)
         self.blocks = nn.ModuleList(Block(c, i) for i in range(c.num_layers))
         self.ln_final = make_norm(c)
-        self.unembed = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-        self.unembed.weight.requires_grad_(False)
+        self.unembed = linear(c.hidden_size, c.vocab_size, bias=False)
         self.final_softcap = make_softcap(c.final_logit_softcapping)
         self.embedding_scale = c.embedding_scale
         local = c.rope_local or c.rope

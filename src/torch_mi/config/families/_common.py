@@ -50,6 +50,18 @@ def layer_types(keys: HFKeys, num_layers: int, window: int | None,
     return ((SLIDING_ATTENTION if window else FULL_ATTENTION),) * num_layers
 
 
+def qwen_windows(keys: HFKeys, num_layers: int) -> tuple[int | None, tuple[str, ...]]:
+    """Qwen's sliding window: on only with ``use_sliding_window``, and then only for layers
+    i >= ``max_window_layers`` (unless ``layer_types`` says otherwise)."""
+    window = nullable(keys, "sliding_window", 4096) if keys.bool("use_sliding_window", False) \
+        else None
+    keys.used.add("sliding_window")
+    first_sliding = keys.int("max_window_layers", 28)
+    default = [SLIDING_ATTENTION if window is not None and i >= first_sliding else FULL_ATTENTION
+               for i in range(num_layers)]
+    return window, layer_types(keys, num_layers, window, default)
+
+
 def finish(keys: HFKeys, **fields: Any) -> TransformerConfig:
     """Read RoPE (unless given), check that no key is left over, build the config."""
     if "rope" not in fields:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from ..hf_keys import HFKeys
-from ..types import FULL_ATTENTION, SLIDING_ATTENTION, TransformerConfig, activation_from_hf
-from ._common import dims, finish, layer_types, nullable
+from ..types import TransformerConfig, activation_from_hf
+from ._common import dims, finish, qwen_windows
 
 
 def translate(hf: dict) -> TransformerConfig:
     keys = HFKeys(hf, "qwen3 config")
     d = dims(keys)
     attention_bias = keys.bool("attention_bias", False)
-    use_window = keys.bool("use_sliding_window", False)
-    window = nullable(keys, "sliding_window", 4096) if use_window else None
-    keys.used.add("sliding_window")
-    first_sliding = keys.int("max_window_layers", 28)
-    default = [SLIDING_ATTENTION if window is not None and i >= first_sliding else FULL_ATTENTION
-               for i in range(d["num_layers"])]
+    window, types = qwen_windows(keys, d["num_layers"])
     return finish(
         keys, model_type="qwen3", **d,
         norm_eps=keys.float("rms_norm_eps", 1e-6),
@@ -24,5 +19,5 @@ def translate(hf: dict) -> TransformerConfig:
         qkv_bias=attention_bias, o_proj_bias=attention_bias, qk_norm=True,
         tie_word_embeddings=keys.bool("tie_word_embeddings", False),
         max_position_embeddings=keys.int("max_position_embeddings", 32768),
-        layer_types=layer_types(keys, d["num_layers"], window, default), sliding_window=window,
+        layer_types=types, sliding_window=window,
     )
