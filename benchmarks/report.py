@@ -102,11 +102,14 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
             f"{_ms(x[n])} ({x['ratios'][n]:.2f}x)" for n in names]) + " |" for x in r["scaling"]]
     if "transformerlens" in r:
         tl = r["transformerlens"]
-        lines += ["", "## TransformerLens 3.9 (own venv, same machine and threads)", "",
-                  f"HookedTransformer forward {_ms(tl['forward'])} ms, run_with_cache "
-                  f"{_ms(tl['run_with_cache'])} ms at {tl['seq_len']} tokens "
-                  f"({tl['cache_entries']} cache entries; max |logit diff| vs HF "
-                  f"{tl['max_abs_logit_diff_vs_hf']:.2e})."]
+        lines += ["", "## TransformerLens 3.9 vs torch-mi (one process in TL's venv, interleaved)",
+                  "",
+                  f"At {tl['seq_len']} tokens: HookedTransformer forward {_ms(tl['forward'])} ms, "
+                  f"run_with_cache {_ms(tl['run_with_cache'])} ms ({tl['cache_entries']} "
+                  f"entries); torch-mi no hooks {_ms(tl['torch-mi no-hooks'])} ms, capture of "
+                  f"all {tl['torch_mi_captures']} points {_ms(tl['torch-mi capture-all'])} ms. "
+                  f"Max |logit diff| vs HF eager: TL {tl['max_abs_logit_diff_vs_hf']:.1e}, "
+                  f"torch-mi {tl['torch_mi_max_abs_logit_diff_vs_hf']:.1e}."]
     if "loading" in r:
         lo = r["loading"]
         lines += ["", "## Loading (median of fresh processes)", "",

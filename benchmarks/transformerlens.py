@@ -14,13 +14,16 @@ TL_VERSION = "transformer-lens==3.9.0"
 
 
 def ensure_venv() -> Path:
+    """TL 3.9 plus this checkout of torch-mi, so both run in one process."""
     python = TL_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    subprocess.run([sys.executable, "-m", "venv", str(TL_VENV)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # CPU wheel first, as everywhere
-    subprocess.run([*pip, TL_VERSION], check=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TL_VENV)], check=True)
+        subprocess.run([*pip, "torch==2.13.0"], check=True)  # CPU wheel first, as everywhere
+        subprocess.run([*pip, TL_VERSION], check=True)
+    check = subprocess.run([str(python), "-c", "import torch_mi"], capture_output=True)
+    if check.returncode != 0:
+        subprocess.run([*pip, "-e", str(Path(ROOT).parent)], check=True)
     return python
 
 

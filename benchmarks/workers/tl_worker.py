@@ -1,5 +1,7 @@
-"""Runs inside a TransformerLens 3.9 venv: builds HookedTransformer from the fp32 HF copy of
-SmolLM2 (raw weights, no folding) and times forward and run_with_cache.
+"""Runs inside a TransformerLens 3.9 venv (where torch-mi is installed too): builds
+HookedTransformer from the fp32 HF copy of SmolLM2 (raw weights, no folding) and times its
+forward and run_with_cache side by side with torch-mi's capture-everything forward on the
+same weights, interleaved, in this one process.
 
 Usage: python tl_worker.py HF_DIR SEQ_LEN REPS
 """
@@ -23,16 +25,20 @@ RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
            fold_value_biases=False)
 
 
-def timed(fn, reps):
-    fn()
-    fn()
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
+def timed(fns, reps):
+    """Interleaved timings of several callables; results are freed outside the clock."""
+    for fn in fns.values():
         fn()
-        samples.append(time.perf_counter() - start)
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "n": reps}
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            result = fn()
+            samples[name].append(time.perf_counter() - start)
+            del result
+    return {name: {"median": statistics.median(s), "min": min(s), "max": max(s), "n": reps}
+            for name, s in samples.items()}
 
 
 def main():
@@ -44,13 +50,22 @@ def main():
     model = HookedTransformer(cfg)
     model.load_and_process_state_dict(weight_conversions.convert_llama_weights(hf, cfg), **RAW)
     model.eval()
+    import torch_mi
+
+    ours = torch_mi.MIModel.from_pretrained(hf_dir, device="cpu")
+    everything = torch_mi.HookSpec().capture(*ours.hook_points())
     ids = torch.randint(100, 30000, (1, seq_len), generator=torch.Generator().manual_seed(seq_len))
     with torch.inference_mode():
         diff = (model(ids) - hf(ids).logits).abs().max().item()
-        result = {"forward": timed(lambda: model(ids), reps),
-                  "run_with_cache": timed(lambda: model.run_with_cache(ids), reps),
-                  "max_abs_logit_diff_vs_hf": diff, "seq_len": seq_len,
-                  "cache_entries": len(model.run_with_cache(ids)[1])}
+        ours_diff = (ours.forward(ids).output() - hf(ids).logits).abs().max().item()
+        times = timed({"forward": lambda: model(ids),
+                       "run_with_cache": lambda: model.run_with_cache(ids),
+                       "torch-mi capture-all": lambda: ours.forward(ids, everything),
+                       "torch-mi no-hooks": lambda: ours.forward(ids)}, reps)
+        result = {**times, "max_abs_logit_diff_vs_hf": diff,
+                  "torch_mi_max_abs_logit_diff_vs_hf": ours_diff, "seq_len": seq_len,
+                  "cache_entries": len(model.run_with_cache(ids)[1]),
+                  "torch_mi_captures": everything.num_captures()}
     print(json.dumps(result))
 
 
