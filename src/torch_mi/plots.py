@@ -20,7 +20,12 @@ def pyplot():
 
 
 def _label(token: str, width: int = 10) -> str:
-    text = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in token)
+    """A short printable label; a whitespace-only token shows its spaces as '␣'."""
+    if token.strip() == "":
+        token = token.replace(" ", "␣")
+    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    text = "".join(ch if ch.isprintable() else escapes.get(ch, f"\\x{ord(ch):02x}")
+                   for ch in token)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
