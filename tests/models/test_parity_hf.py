@@ -91,3 +91,35 @@ def test_project_to_vocab_of_last_residual_equals_logits(variant, tiny_models, l
     last = HP.ResidPost(model.num_layers - 1)
     cache = model.forward(tiny.input_ids, mi.HookSpec().capture(last))
     torch.testing.assert_close(model.project_to_vocab(cache[last]), cache.output(), **TOL)
+
+
+def test_multimodal_gemma3_checkpoint_loads_its_language_model(tmp_path):
+    """``model_type: gemma3`` (text + vision): the language model loads, the vision tower is
+    deliberately skipped, and text-only logits equal HF's Gemma3ForConditionalGeneration."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    text = Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
+                            head_dim=16, sliding_window=8)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                num_attention_heads=2, image_size=32, patch_size=8)
+    config = Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                          mm_tokens_per_image=4, image_token_index=299, boi_token_index=297,
+                          eoi_token_index=298)
+    torch.manual_seed(0)
+    hf = Gemma3ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * (0.02 if p.dim() > 1 else 0.1))
+    hf.save_pretrained(tmp_path)
+    model = mi.MIModel.from_pretrained(tmp_path, device="cpu")
+    assert model.config.model_type == "gemma3" and model.config.qk_norm
+    ids = torch.randint(3, 290, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits
+    torch.testing.assert_close(model.forward(ids).output(), ref, **TOL)
