@@ -29,6 +29,5 @@ def ensure_venv() -> Path:
 
 def run_with_cache(hf_dir: Path, seq_len: int = 128, reps: int = 8) -> dict:
     python = ensure_venv()
-    worker = Path(ROOT) / "workers" / "tl_worker.py"
-    return run_worker([str(worker), str(hf_dir), str(seq_len), str(reps)], python=str(python),
-                      timeout=1800)
+    return run_worker(["-m", "benchmarks.workers.tl_worker", str(hf_dir), str(seq_len),
+                       str(reps)], python=str(python), timeout=1800)

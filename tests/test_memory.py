@@ -61,7 +61,7 @@ class FakeNvml:
     """The slice of pynvml the snapshot uses, with a configurable process list."""
 
     class NVMLError(Exception):
-        pass
+        """What pynvml raises."""
 
     def __init__(self, procs=(), init_error: bool = False) -> None:
         self.procs, self.init_error, self.shutdowns = list(procs), init_error, 0
@@ -235,8 +235,8 @@ def test_polling_alone_catches_a_held_peak():
 
 
 def test_track_memory_rejects_bad_interval():
-    with pytest.raises(MemoryReportError, match="interval_s"), track_memory(interval_s=0):
-        pass
+    with pytest.raises(MemoryReportError, match="interval_s"):
+        track_memory(interval_s=0).__enter__()
 
 
 # ---- the estimate: hand-computed byte counts on the tiny LLaMA ---------------------------------

@@ -3,16 +3,16 @@ HookedTransformer from the fp32 HF copy of SmolLM2 (raw weights, no folding) and
 forward and run_with_cache side by side with torch-mi's capture-everything forward on the
 same weights, interleaved, in this one process.
 
-Usage: python tl_worker.py HF_DIR SEQ_LEN REPS
+Usage (from the repository root): python -m benchmarks.workers.tl_worker HF_DIR SEQ_LEN REPS
 """
 
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
+
+from benchmarks.common import time_calls
 
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
@@ -23,22 +23,6 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
            fold_value_biases=False)
-
-
-def timed(fns, reps):
-    """Interleaved timings of several callables; results are freed outside the clock."""
-    for fn in fns.values():
-        fn()
-        fn()
-    samples = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            result = fn()
-            samples[name].append(time.perf_counter() - start)
-            del result
-    return {name: {"median": statistics.median(s), "min": min(s), "max": max(s), "n": reps}
-            for name, s in samples.items()}
 
 
 def main():
@@ -58,11 +42,11 @@ def main():
     with torch.inference_mode():
         diff = (model(ids) - hf(ids).logits).abs().max().item()
         ours_diff = (ours.forward(ids).output() - hf(ids).logits).abs().max().item()
-        times = timed({"forward": lambda: model(ids),
-                       "run_with_cache": lambda: model.run_with_cache(ids),
-                       "torch-mi capture-all": lambda: ours.forward(ids, everything),
-                       "torch-mi no-hooks": lambda: ours.forward(ids)}, reps)
-        result = {**times, "max_abs_logit_diff_vs_hf": diff,
+        times = time_calls({"forward": lambda: model(ids),
+                            "run_with_cache": lambda: model.run_with_cache(ids),
+                            "torch-mi capture-all": lambda: ours.forward(ids, everything),
+                            "torch-mi no-hooks": lambda: ours.forward(ids)}, reps)
+        result = {**{name: t.to_dict() for name, t in times.items()}, "max_abs_logit_diff_vs_hf": diff,
                   "torch_mi_max_abs_logit_diff_vs_hf": ours_diff, "seq_len": seq_len,
                   "cache_entries": len(model.run_with_cache(ids)[1]),
                   "torch_mi_captures": everything.num_captures()}

@@ -51,13 +51,20 @@ class Metadata:
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(f"{self.arch}.{key}", default)
 
-    def int(self, key: str, default: Any = ...) -> int:
+    def _present(self, key: str, default: Any) -> tuple[bool, Any]:
+        """(found, value): the key's value, or the default, or ConfigError if required."""
         value = self.get(key)
-        if value is None:
-            if default is ...:
-                raise ConfigError(f"{self.where}: required metadata key '{self.arch}.{key}' is "
-                                  f"missing")
-            return default
+        if value is not None:
+            return True, value
+        if default is ...:
+            raise ConfigError(f"{self.where}: required metadata key '{self.arch}.{key}' is "
+                              f"missing")
+        return False, default
+
+    def int(self, key: str, default: Any = ...) -> int:
+        found, value = self._present(key, default)
+        if not found:
+            return value
         if isinstance(value, np.ndarray):  # per-layer values: accept only if uniform
             if value.size == 0 or (value != value.flat[0]).any():
                 raise ConfigError(f"{self.where}: '{self.arch}.{key}' varies per layer "
@@ -69,12 +76,9 @@ class Metadata:
         return int(value)
 
     def float(self, key: str, default: Any = ...) -> float:
-        value = self.get(key)
-        if value is None:
-            if default is ...:
-                raise ConfigError(f"{self.where}: required metadata key '{self.arch}.{key}' is "
-                                  f"missing")
-            return default
+        found, value = self._present(key, default)
+        if not found:
+            return value
         if isinstance(value, (bool, str, np.ndarray, list)):
             raise ConfigError(f"{self.where}: '{self.arch}.{key}' must be a number, got {value!r}")
         return float(value)

@@ -8,12 +8,10 @@ from ..hf_keys import HFKeys, read_rope
 from ..types import (
     FULL_ATTENTION,
     SLIDING_ATTENTION,
-    NormType,
     TransformerConfig,
-    activation_from_hf,
-    gemma_embedding_scale,
 )
 from ._common import dims, finish, layer_types, nullable
+from .gemma2 import sandwich_fields
 
 GLOBAL_THETA, LOCAL_THETA = 1_000_000.0, 10_000.0
 
@@ -36,12 +34,10 @@ def _ropes(keys: HFKeys, max_pos: int):
 def translate(hf: dict, model_type: str = "gemma3_text") -> TransformerConfig:
     keys = HFKeys(hf, f"{model_type} config")
     d = dims(keys, head_dim_default=256)
-    attention_bias = keys.bool("attention_bias", False)
     if keys.hf.get("use_bidirectional_attention"):
         raise ConfigError(f"{keys.where}: bidirectional Gemma 3 (embedding models) is not a "
                           f"causal LM; only causal attention is supported")
     keys.used.add("use_bidirectional_attention")
-    keys.opt("hidden_act")  # legacy duplicate of hidden_activation
     window = nullable(keys, "sliding_window", 4096)
     pattern = keys.int("sliding_window_pattern", keys.int("_sliding_window_pattern", 6))
     default = [SLIDING_ATTENTION if (i + 1) % pattern else FULL_ATTENTION
@@ -49,20 +45,12 @@ def translate(hf: dict, model_type: str = "gemma3_text") -> TransformerConfig:
     max_pos = keys.int("max_position_embeddings", 131_072)
     full_rope, local_rope = _ropes(keys, max_pos)
     return finish(
-        keys, model_type=model_type, **d,
-        norm_type=NormType.GemmaRmsNorm,
-        norm_eps=keys.float("rms_norm_eps", 1e-6),
-        activation=activation_from_hf(keys.opt("hidden_activation", "gelu_pytorch_tanh"),
-                                      keys.where),
-        qkv_bias=attention_bias, o_proj_bias=attention_bias,
-        embedding_scale=gemma_embedding_scale(d["hidden_size"]),
-        tie_word_embeddings=keys.bool("tie_word_embeddings", True),
+        keys, model_type=model_type, **d, **sandwich_fields(keys, d),
         max_position_embeddings=max_pos,
         rope=full_rope, rope_local=local_rope,
         attn_logit_softcapping=keys.float("attn_logit_softcapping", None),
         final_logit_softcapping=keys.float("final_logit_softcapping", None),
-        query_pre_attn_scalar=float(keys.float("query_pre_attn_scalar", 256.0)),
-        use_post_norms=True, qk_norm=True,
+        qk_norm=True,
         layer_types=layer_types(keys, d["num_layers"], window, default if window else None),
         sliding_window=window,
     )
