@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gguf_helpers import add_metadata
 
 import torch_mi as mi
 from torch_mi.loading.embedded import default_model_path
@@ -266,15 +267,7 @@ def tokenizer_only_gguf(path: Path, source: Path, arch: str, head: int | None = 
             meta[key] = [values[i] for i in keep]
     meta.update(overrides)
     writer = GGUFWriter(path, arch)
-    for key, value in meta.items():
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, str):
-            writer.add_string(key, value)
-        else:
-            writer.add_array(key, [v.item() if hasattr(v, "item") else v for v in value])
+    add_metadata(writer, meta)
     writer.add_uint32(f"{arch}.block_count", 1)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -17,6 +17,7 @@ from gguf import GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
+from gguf_helpers import add_metadata
 
 import torch_mi as mi
 from torch_mi.loading import gguf_dequant
@@ -97,19 +98,6 @@ def test_dequantize_into_half_precision_is_rounded_fp32(qtype, dtype):
 
 
 # ---- tiny GGUF files -----------------------------------------------------------------------
-def add_metadata(writer: GGUFWriter, kv: dict[str, Any]) -> None:
-    for key, value in kv.items():
-        if isinstance(value, bool):
-            writer.add_bool(key, value)
-        elif isinstance(value, int):
-            writer.add_uint32(key, value)
-        elif isinstance(value, float):
-            writer.add_float32(key, value)
-        elif isinstance(value, str):
-            writer.add_string(key, value)
-        else:
-            writer.add_array(key, list(value))
-
 
 def write_gguf(path: Path, arch: str, kv: dict[str, Any],
                tensors: dict[str, tuple[np.ndarray, Q]]) -> Path:
