@@ -6,7 +6,7 @@ from torch_mi.interp.patching import causal_trace
 
 model, out, args = setup(__doc__)
 corrupted = args.prompt.replace("France", "Poland")
-for kind in ("resid", "mlp", "attn"):
+for kind in ("resid_post", "mlp_out", "attn_out"):
     trace = causal_trace(model, args.prompt, corrupted, answer=" Paris", kind=kind)
     subject = next(i for i, (a, b) in enumerate(zip(model.encode(args.prompt)[0].tolist(),
                                                     model.encode(corrupted)[0].tolist(),

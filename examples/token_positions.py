@@ -2,7 +2,7 @@
 
 from _common import save, setup
 
-from torch_mi.interp.positions import convert_positions
+from torch_mi.positions import convert_positions
 
 model, out, args = setup(__doc__)
 text = "The Eiffel Tower is located in Paris, France. Café ☕ 東京"

@@ -11,9 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-from tiny_models import SEED_FAMILIES, VARIANTS, TinyModel, build_tiny  # noqa: E402
-
 import torch_mi as mi  # noqa: E402
+from tests.helpers.tiny_models import SEED_FAMILIES, VARIANTS, TinyModel, build_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -31,12 +31,6 @@ def test_layer_out_of_range(tiny_models, loaded):
         loaded["llama"].forward(tiny_models["llama"].input_ids, spec)
 
 
-def test_point_of_another_backend_is_rejected(tiny_models, loaded):
-    spec = mi.HookSpec().capture(mi.HookPoint.RwkvState(0))
-    with pytest.raises(mi.HookError, match="no 'blocks.0.rwkv.hook_state'"):
-        loaded["llama"].forward(tiny_models["llama"].input_ids, spec)
-
-
 def test_replace_of_the_wrong_shape(tiny_models, loaded):
     spec = mi.HookSpec().intervene(mi.HookPoint.ResidPost(0), mi.Intervention.Replace(
         torch.zeros(2, 20, 63)))

@@ -3,119 +3,50 @@
 Model forward passes are re-implemented with built-in, TransformerLens-named hook points:
 capture any activation, intervene anywhere, and run knockout, steering, logit lens and
 patching experiments, numerically identical to HuggingFace transformers.
+
+``__all__`` lists what a user types day to day; every other public name (the seed crate's
+whole vocabulary) is importable from its subpackage and, lazily, from here.
 """
 
-from .backend import MIBackend, MIModel
-from .cache import ActivationCache, AttentionCache, FullActivationCache, KVCache
-from .config import (
-    SUPPORTED_MODEL_TYPES,
-    Activation,
-    CompatibilityReport,
-    MlpLayout,
-    NormType,
-    QkvLayout,
-    RopeConfig,
-    TransformerConfig,
-    check_auto_compatibility,
-    from_hf_config,
-    from_hf_config_auto,
-)
-from .download import download_model, download_model_blocking
+from importlib import import_module
+from typing import Any
+
+from .backends import MIBackend
 from .errors import (
     ConfigError,
-    DownloadError,
     HookError,
     InputError,
     InterventionError,
-    MemoryReportError,
     MIError,
-    TokenizerError,
     WeightError,
 )
-from .hooks import (
-    HookCache,
-    HookPoint,
-    HookSpec,
-    Intervention,
-    StateKnockoutSpec,
-    StateSteeringSpec,
-)
+from .hooks import HookCache, HookPoint, HookSpec, Intervention
 from .interp import (
-    DOSE_LEVELS,
     AblationResult,
-    AttentionEdge,
     CausalTrace,
-    DoseResponseCurve,
-    DoseResponsePoint,
-    EncodingWithOffsets,
-    InterventionType,
     KnockoutSpec,
     LogitLensAnalysis,
-    LogitLensResult,
-    PcaResult,
-    PositionConversion,
-    ProbeResult,
-    SteeringCalibration,
     SteeringResult,
     SteeringSpec,
-    TextForwardResult,
-    TokenPrediction,
-    TokenWithOffset,
-    apply_steering,
     causal_trace,
-    collect_activations,
-    convert_positions,
-    create_knockout_mask,
     dose_response,
     kl_divergence,
-    knockout_hooks,
     logit_lens,
-    mean_difference_vector,
-    measure_attention_to_targets,
-    pca_top_k,
-    probe_layers,
-    run_attention_steering,
     run_knockout,
-    steering_vector_hooks,
-    train_probe,
+    run_steering,
 )
-from .memory import (
-    MemoryEstimate,
-    MemoryReport,
-    MemorySnapshot,
-    MemoryTracker,
-    estimate_memory,
-    measure_forward,
-    sync_and_trim_gpu,
-    track_memory,
-)
-from .models import GenericTransformer
-from .models.masks import clear_mask_caches, create_causal_mask, create_generation_mask
-from .models.recurrent import RecurrentFeedbackEntry, RecurrentPassSpec
+from .memory import estimate_memory, track_memory
+from .model import LanguageModel, MIModel
 from .sampling import GenerationResult, extract_token_prob, sample_token
 from .selection import HeadSpec, LayerSpec
-from .tokenizer import MITokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DOSE_LEVELS",
-    "SUPPORTED_MODEL_TYPES",
     "AblationResult",
-    "Activation",
-    "ActivationCache",
-    "AttentionCache",
-    "AttentionEdge",
     "CausalTrace",
-    "CompatibilityReport",
     "ConfigError",
-    "DoseResponseCurve",
-    "DoseResponsePoint",
-    "DownloadError",
-    "EncodingWithOffsets",
-    "FullActivationCache",
     "GenerationResult",
-    "GenericTransformer",
     "HeadSpec",
     "HookCache",
     "HookError",
@@ -124,70 +55,69 @@ __all__ = [
     "InputError",
     "Intervention",
     "InterventionError",
-    "InterventionType",
-    "KVCache",
     "KnockoutSpec",
+    "LanguageModel",
     "LayerSpec",
     "LogitLensAnalysis",
-    "LogitLensResult",
     "MIBackend",
     "MIError",
     "MIModel",
-    "MITokenizer",
-    "MemoryEstimate",
-    "MemoryReport",
-    "MemoryReportError",
-    "MemorySnapshot",
-    "MemoryTracker",
-    "MlpLayout",
-    "NormType",
-    "PcaResult",
-    "PositionConversion",
-    "ProbeResult",
-    "QkvLayout",
-    "RecurrentFeedbackEntry",
-    "RecurrentPassSpec",
-    "RopeConfig",
-    "StateKnockoutSpec",
-    "StateSteeringSpec",
-    "SteeringCalibration",
     "SteeringResult",
     "SteeringSpec",
-    "TextForwardResult",
-    "TokenPrediction",
-    "TokenWithOffset",
-    "TokenizerError",
-    "TransformerConfig",
     "WeightError",
-    "apply_steering",
     "causal_trace",
-    "check_auto_compatibility",
-    "clear_mask_caches",
-    "collect_activations",
-    "convert_positions",
-    "create_causal_mask",
-    "create_generation_mask",
-    "create_knockout_mask",
     "dose_response",
-    "download_model",
-    "download_model_blocking",
     "estimate_memory",
     "extract_token_prob",
-    "from_hf_config",
-    "from_hf_config_auto",
     "kl_divergence",
-    "knockout_hooks",
     "logit_lens",
-    "mean_difference_vector",
-    "measure_attention_to_targets",
-    "measure_forward",
-    "pca_top_k",
-    "probe_layers",
-    "run_attention_steering",
     "run_knockout",
+    "run_steering",
     "sample_token",
-    "steering_vector_hooks",
-    "sync_and_trim_gpu",
     "track_memory",
-    "train_probe",
 ]
+
+# Everything else, by the subpackage that owns it (resolved on first access).
+_ELSEWHERE: dict[str, str] = {
+    **dict.fromkeys((
+        "Activation", "CompatibilityReport", "GenericTransformer", "KVCache", "MlpLayout",
+        "NormType", "QkvLayout", "RopeConfig", "TransformerConfig", "check_auto_compatibility",
+        "clear_mask_caches", "create_causal_mask", "create_generation_mask", "from_hf_config",
+        "from_hf_config_auto"), "backends.transformer"),
+    **dict.fromkeys(("LoopFeedback", "LoopSpec", "forward_looped", "generate_looped",
+                     "RecurrentFeedbackEntry", "RecurrentPassSpec"), "backends.looped"),
+    **dict.fromkeys(("ActivationCache", "AttentionCache", "FullActivationCache"), "cache"),
+    **dict.fromkeys(("download_model", "download_model_blocking"), "download"),
+    **dict.fromkeys(("DownloadError", "MemoryReportError", "TokenizerError"), "errors"),
+    **dict.fromkeys(("StateKnockoutSpec", "StateSteeringSpec"), "hooks"),
+    **dict.fromkeys((
+        "DOSE_LEVELS", "AttentionEdge", "DoseResponseCurve", "DoseResponsePoint",
+        "InterventionType", "LogitLensResult", "PcaResult", "ProbeResult",
+        "SteeringCalibration", "TokenPrediction", "apply_steering", "collect_activations",
+        "create_knockout_mask", "knockout_hooks", "mean_difference_vector",
+        "measure_attention_to_targets", "pca_top_k", "probe_layers", "steering_vector_hooks",
+        "train_probe"), "interp"),
+    **dict.fromkeys(("MemoryEstimate", "MemoryReport", "MemorySnapshot", "MemoryTracker",
+                     "measure_forward", "sync_and_trim_gpu"), "memory"),
+    **dict.fromkeys(("EncodingWithOffsets", "PositionConversion", "TextForwardResult",
+                     "TokenWithOffset", "convert_positions"), "positions"),
+    "MITokenizer": "tokenizer",
+    "SUPPORTED_MODEL_TYPES": "backends",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUPPORTED_MODEL_TYPES":
+        from .backends import supported_model_types
+
+        return supported_model_types()
+    module = _ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torch_mi' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ELSEWHERE})

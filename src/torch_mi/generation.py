@@ -1,6 +1,7 @@
 """Text generation through the same hook sites as ``forward``.
 
-Default mode keeps a :class:`KVCache`: the prompt is processed once, then one position per
+Default mode keeps the backend's decoding state (``model.make_state()``, a KV cache for
+transformers): the prompt is processed once, then one position per
 step, so each step's hooks and interventions see only the new position (an ``Add`` of a
 [D] vector therefore steers every generated token). ``recompute=True`` re-runs the whole
 sequence every step instead (upstream's "maximum observability": hooks see all positions,
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .cache.kv import KVCache
 from .errors import InputError
 from .hooks.spec import HookSpec
+from .model import LanguageModel
+from .prompts import prompt_rows
 from .sampling import GenerationResult
 from .tokenizer import pad_batch
 
@@ -76,24 +78,6 @@ class StopRules:
         return text[:min(hits)] if hits else None
 
 
-def _prompt_rows(model, prompts) -> tuple[list[list[int]], bool]:
-    """Token rows for a str, a list of str, ids, a list of id lists or a tensor."""
-    if isinstance(prompts, torch.Tensor):
-        rows = prompts.tolist() if prompts.dim() == 2 else [prompts.tolist()]
-        return rows, prompts.dim() == 1
-    if isinstance(prompts, str):
-        return [model.require_tokenizer().encode(prompts)], True
-    prompts = list(prompts)
-    if not prompts:
-        raise InputError("generate needs at least one prompt")
-    if all(isinstance(p, int) for p in prompts):
-        return [list(prompts)], True
-    if all(isinstance(p, str) for p in prompts):
-        tok = model.require_tokenizer()
-        return [tok.encode(p) for p in prompts], False
-    return [list(p) for p in prompts], False
-
-
 @dataclass
 class _Batch:
     """Running state of a batched generation."""
@@ -104,7 +88,7 @@ class _Batch:
     reasons: list[str]
 
 
-def generate(model, prompts, max_new_tokens: int = 32, *, temperature: float = 0.0,
+def generate(model: LanguageModel, prompts, max_new_tokens: int = 32, *, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
              stop=None, ignore_eos: bool = False, hooks: HookSpec | None = None,
              recompute: bool = False):
@@ -116,7 +100,7 @@ def generate(model, prompts, max_new_tokens: int = 32, *, temperature: float = 0
     if max_new_tokens < 0:
         raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     cfg = SamplingConfig(temperature, top_k, top_p)
-    rows, single = _prompt_rows(model, prompts)
+    rows, single = prompt_rows(model, prompts)
     if any(not r for r in rows):
         raise InputError("empty prompt: it encodes to no tokens; give at least one token")
     tok = model.tokenizer
@@ -135,14 +119,14 @@ def generate(model, prompts, max_new_tokens: int = 32, *, temperature: float = 0
 
 def _run(model, batch: _Batch, ids, mask, steps, cfg, generator, rules, hooks, recompute):
     padded = bool((mask == 0).any())
-    kv = None if recompute else KVCache(model.num_layers)
+    state = None if recompute else model.make_state()
     step_input, all_ids = ids, ids
     for _ in range(steps):
         attention = mask if padded else None
         if recompute:
             out = model.forward(all_ids, hooks, attention_mask=attention, last_logits_only=True)
         else:
-            out = model.forward(step_input, hooks, attention_mask=attention, kv_cache=kv,
+            out = model.forward(step_input, hooks, attention_mask=attention, state=state,
                                 last_logits_only=True)
         tokens = choose_tokens(out.output()[:, -1].float(), cfg, generator)
         _record(model, batch, tokens.tolist(), rules)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer
 
 from .errors import TokenizerError
-
-if TYPE_CHECKING:
-    from .interp.positions import EncodingWithOffsets
+from .positions import EncodingWithOffsets
 
 
 class MITokenizer:
@@ -57,14 +54,10 @@ class MITokenizer:
 
     def encode_with_offsets(self, text: str) -> EncodingWithOffsets:
         """Ids, token strings and character offsets (special tokens added, at ``(0, 0)``)."""
-        from .interp.positions import EncodingWithOffsets
-
         return EncodingWithOffsets.from_hf(self._encode(text, add_special_tokens=True))
 
     def encode_raw_with_offsets(self, text: str) -> EncodingWithOffsets:
         """Ids, token strings and character offsets, without special tokens."""
-        from .interp.positions import EncodingWithOffsets
-
         return EncodingWithOffsets.from_hf(self._encode(text, add_special_tokens=False))
 
     def _encode(self, text: str, add_special_tokens: bool):

@@ -20,7 +20,7 @@ from torch_mi.interp.steering import (
     SteeringSpec,
     apply_steering,
     measure_attention_to_targets,
-    run_attention_steering,
+    run_steering,
 )
 
 NEG = float("-inf")
@@ -171,7 +171,7 @@ def test_measure_attention_to_targets():
 
 def test_attention_steering_run_changes_the_output(tiny_models, loaded):
     model, ids = loaded["llama"], tiny_models["llama"].input_ids[0]
-    result = run_attention_steering(model, ids, SteeringSpec.scale(4.0).layer(0).edge(19, 0))
+    result = run_steering(model, ids, SteeringSpec.scale(4.0).layer(0).edge(19, 0))
     assert result.kl_divergence() > 0
     assert result.steered_attention_mean > result.baseline_attention_mean
     assert result.attention_ratio() == pytest.approx(

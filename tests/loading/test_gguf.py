@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf_helpers import add_metadata
 
 import torch_mi as mi
+from tests.helpers.gguf import add_metadata
 from torch_mi.loading.embedded import default_model_path
 
 PROMPT = "The capital of France is"

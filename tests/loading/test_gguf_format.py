@@ -17,11 +17,11 @@ from gguf import GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize as gguf_dequantize
 from gguf.quants import quantize as gguf_quantize
-from gguf_helpers import add_metadata
 
 import torch_mi as mi
+from tests.helpers.gguf import add_metadata
+from torch_mi.backends.transformer.config.gguf_keys import llama3_factors
 from torch_mi.loading import gguf_dequant
-from torch_mi.loading.gguf_config import llama3_factors
 from torch_mi.loading.gguf_model import read_gguf_config
 from torch_mi.loading.gguf_reader import GGUFFile
 from torch_mi.loading.gguf_tokenizer import byte_alphabet

@@ -1,7 +1,6 @@
-"""Activation, attention and KV caches."""
+"""Activation and attention caches (the transformer's KV cache is in backends.transformer)."""
 
 from .activation import ActivationCache, FullActivationCache
 from .attention import AttentionCache
-from .kv import KVCache
 
-__all__ = ["ActivationCache", "AttentionCache", "FullActivationCache", "KVCache"]
+__all__ = ["ActivationCache", "AttentionCache", "FullActivationCache"]

@@ -26,7 +26,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    from ..backend import MIModel
+    from ..model import MIModel
 
     label = args.model or "the embedded SmolLM2-135M-Instruct"
     with err_console.status(f"Loading {label} ..."):

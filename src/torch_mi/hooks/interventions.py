@@ -1,23 +1,50 @@
 """Interventions: what to do to the tensor at a hook point.
 
-Variants with data are constructors (``Intervention.Replace(t)``, ``Intervention.Add(t)``,
-``Intervention.Knockout(mask)``, ``Intervention.Scale(f)``, ``Intervention.Apply(fn)``);
-``Intervention.Zero`` is an attribute. Every payload is checked against the activation it
-meets, and a mismatch raises :class:`~torch_mi.errors.InterventionError` naming the hook,
-the expected shape and the shape it got.
+An intervention kind is a small frozen dataclass that subclasses :class:`Intervention` and
+implements ``apply(tensor, point, call) -> tensor``, where ``call`` is the per-forward
+:class:`~torch_mi.hooks.call.ForwardCall` (the cache being filled and scratch space that
+lives for one forward). ``apply`` must not modify ``tensor`` in place unless the kind sets
+``mutates_input = True`` (then a capture at the same point is protected by a copy). A new
+kind (a dictionary splice, a transcoder write, a gradient tap) is a new class in its own
+module; nothing here changes.
+
+The built-in kinds are reachable as ``Intervention.Replace(t)``, ``Intervention.Add(t)``,
+``Intervention.Knockout(mask)``, ``Intervention.Scale(f)``, ``Intervention.Apply(fn)`` and
+the value ``Intervention.Zero``. Payloads are checked against the activation they meet; a
+mismatch raises :class:`~torch_mi.errors.InterventionError` naming the hook, the expected
+shape and the shape it got.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from ..errors import InterventionError
+from .call import ForwardCall
 from .points import HookPoint
 
 ApplyFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
+
+
+class Intervention:
+    """Base of every intervention kind (see the module docstring for the protocol)."""
+
+    mutates_input: ClassVar[bool] = False
+
+    # The built-in kinds, attached below their definitions.
+    Replace: ClassVar[type[Replace]]
+    Add: ClassVar[type[Add]]
+    Knockout: ClassVar[type[Knockout]]
+    Scale: ClassVar[type[Scale]]
+    Apply: ClassVar[type[Apply]]
+    Zero: ClassVar[Zero]
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement apply()")
 
 
 def _broadcasts_to(payload: torch.Size, target: torch.Size) -> bool:
@@ -27,97 +54,118 @@ def _broadcasts_to(payload: torch.Size, target: torch.Size) -> bool:
     return all(p in (t, 1) for p, t in zip(reversed(payload), reversed(target), strict=False))
 
 
-class Intervention:
-    """One change applied to the activation at a hook point (immutable)."""
+def _require_tensor(kind: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise InterventionError(
+            f"Intervention.{kind} needs a torch.Tensor, got {type(value).__name__}"
+        )
+    return value
 
-    __slots__ = ("kind", "payload")
 
-    Zero: ClassVar[Intervention]
+def fit_payload(kind: str, payload: torch.Tensor, tensor: torch.Tensor,
+                point: HookPoint) -> torch.Tensor:
+    """``payload`` checked to broadcast to ``tensor`` and moved to its device and dtype."""
+    if not _broadcasts_to(payload.shape, tensor.shape):
+        raise InterventionError(
+            f"Intervention.{kind} at {point}: payload of shape {list(payload.shape)} does "
+            f"not fit the activation of shape {list(tensor.shape)}; give a tensor of that "
+            f"shape or one that broadcasts to it"
+        )
+    if payload.device != tensor.device or payload.dtype != tensor.dtype:
+        payload = payload.to(device=tensor.device, dtype=tensor.dtype)
+    return payload
 
-    def __init__(self, kind: str, payload: object = None):
-        object.__setattr__(self, "kind", kind)
-        object.__setattr__(self, "payload", payload)
 
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError("Intervention is immutable")
+@dataclass(frozen=True, eq=False)
+class _TensorPayload(Intervention):
+    """A kind carrying one tensor (checked at construction to be a tensor)."""
 
-    @classmethod
-    def Replace(cls, tensor: torch.Tensor) -> Intervention:
-        """Replace the activation by ``tensor`` (broadcast to its shape; cast to its dtype)."""
-        return cls("Replace", _require_tensor("Replace", tensor))
+    tensor: torch.Tensor
 
-    @classmethod
-    def Add(cls, tensor: torch.Tensor) -> Intervention:
-        """Add ``tensor`` (broadcast; cast to the activation's dtype), e.g. a steering vector."""
-        return cls("Add", _require_tensor("Add", tensor))
-
-    @classmethod
-    def Knockout(cls, mask: torch.Tensor) -> Intervention:
-        """Add an additive mask (0 keep / -inf drop) to pre-softmax scores [B,H,Sq,Sk]."""
-        return cls("Knockout", _require_tensor("Knockout", mask))
-
-    @classmethod
-    def Scale(cls, factor: float) -> Intervention:
-        """Multiply the activation by ``factor`` (patterns are not renormalised)."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
-            raise InterventionError(f"Intervention.Scale needs a number, got {factor!r}")
-        return cls("Scale", float(factor))
-
-    @classmethod
-    def Apply(cls, fn: ApplyFn) -> Intervention:
-        """Call ``fn(tensor, hook_point)`` and use its result (same shape required)."""
-        if not callable(fn):
-            raise InterventionError(f"Intervention.Apply needs a callable, got {fn!r}")
-        return cls("Apply", fn)
+    def __post_init__(self) -> None:
+        _require_tensor(type(self).__name__, self.tensor)
 
     def __repr__(self) -> str:
-        if self.kind == "Zero":
-            return "Intervention.Zero"
-        if isinstance(self.payload, torch.Tensor):
-            return f"Intervention.{self.kind}(tensor{list(self.payload.shape)})"
-        return f"Intervention.{self.kind}({self.payload!r})"
+        return f"Intervention.{type(self).__name__}(tensor{list(self.tensor.shape)})"
 
-    # ---- application ----------------------------------------------------------------------
-    def apply(self, tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:
-        """Return the intervened tensor; never modifies ``tensor`` in place."""
-        kind = self.kind
-        if kind == "Zero":
-            return torch.zeros_like(tensor)
-        if kind == "Scale":
-            return tensor * self.payload
-        if kind == "Apply":
-            return self._apply_fn(tensor, point)
-        payload = self._payload_for(tensor, point)
-        if kind == "Replace":
-            if payload.shape != tensor.shape:
-                payload = payload.expand(tensor.shape)
-            return payload
-        return tensor + payload  # Add and Knockout
 
-    def _payload_for(self, tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:
-        payload: torch.Tensor = self.payload  # type: ignore[assignment]
-        if self.kind == "Knockout" and point.variant != "AttnScores":
+@dataclass(frozen=True, eq=False, repr=False)
+class Replace(_TensorPayload):
+    """Replace the activation by ``tensor`` (broadcast to its shape; cast to its dtype)."""
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        payload = fit_payload("Replace", self.tensor, tensor, point)
+        return payload if payload.shape == tensor.shape else payload.expand(tensor.shape)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Add(_TensorPayload):
+    """Add ``tensor`` (broadcast; cast to the activation's dtype), e.g. a steering vector."""
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        return tensor + fit_payload("Add", self.tensor, tensor, point)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Knockout(_TensorPayload):
+    """Add an additive mask (0 keep / -inf drop) to pre-softmax scores [B,H,Sq,Sk]."""
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        if point.variant != "AttnScores":
             raise InterventionError(
                 f"Intervention.Knockout at {point}: knockout masks act on pre-softmax scores; "
                 f"use blocks.{point.layer}.attn.hook_scores (HookPoint.AttnScores)"
             )
-        if not _broadcasts_to(payload.shape, tensor.shape):
+        if not self.tensor.is_floating_point():
             raise InterventionError(
-                f"Intervention.{self.kind} at {point}: payload of shape {list(payload.shape)} does "
-                f"not fit the activation of shape {list(tensor.shape)}; give a tensor of that "
-                f"shape or one that broadcasts to it"
+                f"Intervention.Knockout at {point}: the mask must be floating point "
+                f"(0 keep, -inf drop), got {self.tensor.dtype}"
             )
-        if payload.device != tensor.device or payload.dtype != tensor.dtype:
-            if self.kind == "Knockout" and not payload.is_floating_point():
-                raise InterventionError(
-                    f"Intervention.Knockout at {point}: the mask must be floating point "
-                    f"(0 keep, -inf drop), got {payload.dtype}"
-                )
-            payload = payload.to(device=tensor.device, dtype=tensor.dtype)
-        return payload
+        return tensor + fit_payload("Knockout", self.tensor, tensor, point)
 
-    def _apply_fn(self, tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:
-        result = self.payload(tensor, point)  # type: ignore[operator]
+
+@dataclass(frozen=True)
+class Scale(Intervention):
+    """Multiply the activation by ``factor`` (patterns are not renormalised)."""
+
+    factor: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):
+            raise InterventionError(f"Intervention.Scale needs a number, got {self.factor!r}")
+        object.__setattr__(self, "factor", float(self.factor))
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        return tensor * self.factor
+
+    def __repr__(self) -> str:
+        return f"Intervention.Scale({self.factor!r})"
+
+
+@dataclass(frozen=True)
+class Zero(Intervention):
+    """Set the activation to zero."""
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        return torch.zeros_like(tensor)
+
+    def __repr__(self) -> str:
+        return "Intervention.Zero"
+
+
+@dataclass(frozen=True)
+class Apply(Intervention):
+    """Call ``fn(tensor, hook_point)`` and use its result (same shape required)."""
+
+    fn: ApplyFn
+    mutates_input: ClassVar[bool] = True  # a user function may write into its input
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise InterventionError(f"Intervention.Apply needs a callable, got {self.fn!r}")
+
+    def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
+        result: Any = self.fn(tensor, point)
         if not isinstance(result, torch.Tensor):
             raise InterventionError(
                 f"Intervention.Apply at {point}: the function returned {type(result).__name__}, "
@@ -130,13 +178,13 @@ class Intervention:
             )
         return result
 
+    def __repr__(self) -> str:
+        return f"Intervention.Apply({self.fn!r})"
 
-Intervention.Zero = Intervention("Zero")
 
-
-def _require_tensor(kind: str, value: object) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise InterventionError(
-            f"Intervention.{kind} needs a torch.Tensor, got {type(value).__name__}"
-        )
-    return value
+Intervention.Replace = Replace
+Intervention.Add = Add
+Intervention.Knockout = Knockout
+Intervention.Scale = Scale
+Intervention.Apply = Apply
+Intervention.Zero = Zero()

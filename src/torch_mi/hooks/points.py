@@ -1,89 +1,99 @@
 """Hook points: the named places in a forward pass where tensors can be read or changed.
 
-A :class:`HookPoint` is a small immutable value. Variants that carry a layer index are
-constructors (``HookPoint.ResidPost(3)``); variants without data are attributes
-(``HookPoint.Embed``). ``str(point)`` gives the TransformerLens-style string and
-``HookPoint.parse(s)`` reads it back; strings are accepted wherever a point is taken.
+Every kind of point is declared once, as a :class:`PointKind` (its constructor name, its
+string, its exact-equivalent aliases). Declaring a kind creates its constructor on
+:class:`HookPoint` (``HookPoint.ResidPost(3)``, or the attribute ``HookPoint.Embed`` for
+kinds without a layer) and teaches ``HookPoint.parse`` its strings. The kinds every
+residual-stream language model has are declared below; each backend declares its own
+(attention internals, RWKV state, ...) next to its shapes, in its hook table
+(:mod:`torch_mi.hooks.table`). HOOKS.md lists them all.
 
-Canonical strings (shapes for the generic transformer; B batch, S positions, D hidden,
-H query heads, Hkv key/value heads, d head dim, I MLP width, V vocab):
-
-==========================================  =============  ===============================
-string                                      shape          where
-==========================================  =============  ===============================
-``hook_embed``                              [B,S,D]        token embedding (after Gemma's scale)
-``blocks.{i}.hook_resid_pre``               [B,S,D]        input of layer i
-``blocks.{i}.ln1.hook_normalized``          [B,S,D]        output of the pre-attention norm
-``blocks.{i}.attn.hook_q``                  [B,H,S,d]      query projection, before RoPE
-``blocks.{i}.attn.hook_k`` / ``hook_v``     [B,Hkv,S,d]    key/value projection (KV heads, no GQA repeat)
-``blocks.{i}.attn.hook_rot_q`` / ``rot_k``  [B,H|Hkv,S,d]  after RoPE
-``blocks.{i}.attn.hook_scores``             [B,H,S,S]      scaled scores after soft-cap, before any mask
-``blocks.{i}.attn.hook_pattern``            [B,H,S,S]      softmax probabilities (fully masked row = 0)
-``blocks.{i}.attn.hook_z``                  [B,S,H,d]      per-head mixed values (TL layout)
-``blocks.{i}.hook_attn_out``                [B,S,D]        attention output (after Gemma-2 post-norm)
-``blocks.{i}.hook_resid_mid``               [B,S,D]        residual after the attention add
-``blocks.{i}.mlp.hook_pre``                 [B,S,D]        normalised MLP input
-``blocks.{i}.mlp.hook_hidden``              [B,S,I]        input of the down projection (neuron basis)
-``blocks.{i}.mlp.hook_post``                [B,S,D]        MLP output, before Gemma-2 post-FF norm
-``blocks.{i}.hook_mlp_out``                 [B,S,D]        what the MLP adds to the residual
-``blocks.{i}.hook_resid_post``              [B,S,D]        output of layer i
-``hook_final_norm``                         [B,S,D]        after the final norm, before unembedding
-==========================================  =============  ===============================
-
-TransformerLens aliases that mean exactly the same tensor are accepted by ``parse``:
-``ln_final.hook_normalized`` -> ``hook_final_norm``; ``blocks.{i}.ln2.hook_normalized`` and
-``blocks.{i}.mlp.hook_in`` -> ``blocks.{i}.mlp.hook_pre``.
+``str(point)`` gives the TransformerLens-style string and ``HookPoint.parse(s)`` reads it
+back; strings are accepted wherever a point is taken.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
-# Variant name -> string suffix after "blocks.{i}." (per-layer variants).
-LAYER_VARIANTS: dict[str, str] = {
-    "ResidPre": "hook_resid_pre",
-    "Ln1Normalized": "ln1.hook_normalized",
-    "AttnQ": "attn.hook_q",
-    "AttnK": "attn.hook_k",
-    "AttnV": "attn.hook_v",
-    "AttnRotQ": "attn.hook_rot_q",
-    "AttnRotK": "attn.hook_rot_k",
-    "AttnScores": "attn.hook_scores",
-    "AttnPattern": "attn.hook_pattern",
-    "AttnZ": "attn.hook_z",
-    "AttnOut": "hook_attn_out",
-    "ResidMid": "hook_resid_mid",
-    "MlpPre": "mlp.hook_pre",
-    "MlpHidden": "mlp.hook_hidden",
-    "MlpPost": "mlp.hook_post",
-    "MlpOut": "hook_mlp_out",
-    "ResidPost": "hook_resid_post",
-    "RwkvState": "rwkv.hook_state",
-    "RwkvDecay": "rwkv.hook_decay",
-    "RwkvEffectiveAttn": "rwkv.hook_effective_attn",
-}
+_LAYER = "{layer}"
+_LAYER_PREFIX = "blocks.{layer}."
 
-# Variant name -> full string (model-wide variants without a layer).
-GLOBAL_VARIANTS: dict[str, str] = {
-    "Embed": "hook_embed",
-    "FinalNorm": "hook_final_norm",
-}
 
-# Exact-equivalent TransformerLens spellings.
-LAYER_ALIASES: dict[str, str] = {
-    "ln2.hook_normalized": "MlpPre",
-    "mlp.hook_in": "MlpPre",
-}
-GLOBAL_ALIASES: dict[str, str] = {
-    "ln_final.hook_normalized": "FinalNorm",
-}
+@dataclass(frozen=True)
+class PointKind:
+    """One kind of hook point.
 
-_SUFFIX_TO_VARIANT = {suffix: name for name, suffix in LAYER_VARIANTS.items()}
-_SUFFIX_TO_VARIANT.update(LAYER_ALIASES)
-_STRING_TO_GLOBAL = {s: name for name, s in GLOBAL_VARIANTS.items()}
-_STRING_TO_GLOBAL.update(GLOBAL_ALIASES)
-_LAYER_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+    ``template`` is the full string with ``{layer}`` for per-layer kinds
+    (``"blocks.{layer}.hook_resid_pre"``) or a fixed string (``"hook_embed"``); ``aliases``
+    are other spellings that mean exactly the same tensor."""
+
+    variant: str
+    template: str
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+
+    @property
+    def per_layer(self) -> bool:
+        return _LAYER in self.template
+
+    def string(self, layer: int | None) -> str:
+        return self.template.format(layer=layer) if self.per_layer else self.template
+
+
+_KINDS: dict[str, PointKind] = {}
+_BY_SUFFIX: dict[str, str] = {}  # per-layer: text after "blocks.{i}." -> variant
+_BY_STRING: dict[str, str] = {}  # model-wide: full string -> variant
+_LAYER_RE = re.compile(r"^blocks\.(0|[1-9][0-9]*)\.(.+)$", re.ASCII)
+
+
+def _suffix(template: str) -> str:
+    if not template.startswith(_LAYER_PREFIX) or template.count(_LAYER) != 1:
+        raise ValueError(f"per-layer hook template {template!r} must start with 'blocks.{{layer}}.'")
+    return template[len(_LAYER_PREFIX):]
+
+
+def declare_point_kind(kind: PointKind) -> PointKind:
+    """Register ``kind`` (idempotent for the same declaration) and create its constructor."""
+    known = _KINDS.get(kind.variant)
+    if known is not None:
+        if known != kind:
+            raise ValueError(f"hook point kind {kind.variant!r} is already declared as {known}")
+        return known
+    spellings = (kind.template, *kind.aliases)
+    table = _BY_SUFFIX if kind.per_layer else _BY_STRING
+    keys = [_suffix(s) for s in spellings] if kind.per_layer else list(spellings)
+    for key in keys:
+        if key in table:
+            raise ValueError(f"hook string {key!r} already names {table[key]}")
+    for key in keys:
+        table[key] = kind.variant
+    _KINDS[kind.variant] = kind
+    if kind.per_layer:
+        setattr(HookPoint, kind.variant, _layer_constructor(kind))
+    else:
+        setattr(HookPoint, kind.variant, HookPoint(kind.variant))
+    return kind
+
+
+def _layer_constructor(kind: PointKind) -> classmethod:
+    def construct(cls: type[HookPoint], layer: int) -> HookPoint:
+        return cls(kind.variant, layer)
+
+    construct.__name__ = kind.variant
+    construct.__doc__ = kind.doc or f"``{kind.template}``"
+    return classmethod(construct)
+
+
+def point_kind(variant: str) -> PointKind:
+    return _KINDS[variant]
+
+
+def point_kinds() -> dict[str, PointKind]:
+    """Every declared kind, by variant name, in declaration order."""
+    return dict(_KINDS)
 
 
 class HookPoint:
@@ -94,21 +104,23 @@ class HookPoint:
     variant: str
     layer: int | None
 
-    # Data-less variants, filled in below the class body.
+    # Model-wide kinds are attributes, created when declared (below and by backends).
     Embed: ClassVar[HookPoint]
     FinalNorm: ClassVar[HookPoint]
 
     def __init__(self, variant: str, layer: int | None = None, *, _custom: str | None = None):
         if variant == "Custom":
             text = _custom
-        elif variant in GLOBAL_VARIANTS:
-            text = GLOBAL_VARIANTS[variant]
-        elif variant in LAYER_VARIANTS:
-            if not isinstance(layer, int) or isinstance(layer, bool):
-                raise TypeError(f"HookPoint.{variant} needs an integer layer, got {layer!r}")
-            text = f"blocks.{layer}.{LAYER_VARIANTS[variant]}"
         else:
-            raise ValueError(f"unknown hook variant {variant!r}")
+            kind = _KINDS.get(variant)
+            if kind is None:
+                raise ValueError(f"unknown hook variant {variant!r}")
+            if kind.per_layer:
+                if not isinstance(layer, int) or isinstance(layer, bool):
+                    raise TypeError(f"HookPoint.{variant} needs an integer layer, got {layer!r}")
+            elif layer is not None:
+                raise TypeError(f"HookPoint.{variant} has no layer, got {layer!r}")
+            text = kind.string(layer)
         object.__setattr__(self, "variant", variant)
         object.__setattr__(self, "layer", layer)
         object.__setattr__(self, "_str", text)
@@ -116,87 +128,6 @@ class HookPoint:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("HookPoint is immutable")
-
-    # ---- constructors for per-layer variants --------------------------------------------
-    @classmethod
-    def ResidPre(cls, layer: int) -> HookPoint:
-        return cls("ResidPre", layer)
-
-    @classmethod
-    def Ln1Normalized(cls, layer: int) -> HookPoint:
-        return cls("Ln1Normalized", layer)
-
-    @classmethod
-    def AttnQ(cls, layer: int) -> HookPoint:
-        return cls("AttnQ", layer)
-
-    @classmethod
-    def AttnK(cls, layer: int) -> HookPoint:
-        return cls("AttnK", layer)
-
-    @classmethod
-    def AttnV(cls, layer: int) -> HookPoint:
-        return cls("AttnV", layer)
-
-    @classmethod
-    def AttnRotQ(cls, layer: int) -> HookPoint:
-        return cls("AttnRotQ", layer)
-
-    @classmethod
-    def AttnRotK(cls, layer: int) -> HookPoint:
-        return cls("AttnRotK", layer)
-
-    @classmethod
-    def AttnScores(cls, layer: int) -> HookPoint:
-        return cls("AttnScores", layer)
-
-    @classmethod
-    def AttnPattern(cls, layer: int) -> HookPoint:
-        return cls("AttnPattern", layer)
-
-    @classmethod
-    def AttnZ(cls, layer: int) -> HookPoint:
-        return cls("AttnZ", layer)
-
-    @classmethod
-    def AttnOut(cls, layer: int) -> HookPoint:
-        return cls("AttnOut", layer)
-
-    @classmethod
-    def ResidMid(cls, layer: int) -> HookPoint:
-        return cls("ResidMid", layer)
-
-    @classmethod
-    def MlpPre(cls, layer: int) -> HookPoint:
-        return cls("MlpPre", layer)
-
-    @classmethod
-    def MlpHidden(cls, layer: int) -> HookPoint:
-        return cls("MlpHidden", layer)
-
-    @classmethod
-    def MlpPost(cls, layer: int) -> HookPoint:
-        return cls("MlpPost", layer)
-
-    @classmethod
-    def MlpOut(cls, layer: int) -> HookPoint:
-        return cls("MlpOut", layer)
-
-    @classmethod
-    def ResidPost(cls, layer: int) -> HookPoint:
-        return cls("ResidPost", layer)
-
-    @classmethod
-    def RwkvState(cls, layer: int) -> HookPoint:
-        return cls("RwkvState", layer)
-
-    @classmethod
-    def RwkvDecay(cls, layer: int) -> HookPoint:
-        return cls("RwkvDecay", layer)
-
-    @classmethod
-    def RwkvEffectiveAttn(cls, layer: int) -> HookPoint:
-        return cls("RwkvEffectiveAttn", layer)
 
     @classmethod
     def Custom(cls, name: str) -> HookPoint:
@@ -210,19 +141,20 @@ class HookPoint:
     def parse(cls, text: str | HookPoint) -> HookPoint:
         """Read a TransformerLens-style string (aliases included).
 
-        Strings that name no known variant become ``HookPoint.Custom(text)``; a model rejects
+        Strings that name no declared kind become ``HookPoint.Custom(text)``; a model rejects
         those at the start of ``forward`` unless it declares them, with close-match hints.
+        Layer numbers are ASCII digits without leading zeros (anything else is Custom).
         """
         if isinstance(text, HookPoint):
             return text
         if not isinstance(text, str):
             raise TypeError(f"hook point must be a HookPoint or a string, got {type(text).__name__}")
         text = text.strip()
-        if text in _STRING_TO_GLOBAL:
-            return getattr(cls, _STRING_TO_GLOBAL[text])
+        if text in _BY_STRING:
+            return getattr(cls, _BY_STRING[text])
         match = _LAYER_RE.match(text)
-        if match and match.group(2) in _SUFFIX_TO_VARIANT:
-            return cls(_SUFFIX_TO_VARIANT[match.group(2)], int(match.group(1)))
+        if match and match.group(2) in _BY_SUFFIX:
+            return cls(_BY_SUFFIX[match.group(2)], int(match.group(1)))
         return cls.Custom(text)
 
     @property
@@ -250,11 +182,13 @@ class HookPoint:
         return NotImplemented
 
     def _sort_key(self) -> tuple[int, int, str]:
-        if self.variant == "Embed":
-            return (0, -1, "")
-        if self.variant == "FinalNorm":
-            return (2, 0, "")
-        return (1, self.layer if self.layer is not None else 1 << 30, self._str)
+        if self.layer is not None:
+            return (1, self.layer, self._str)
+        if self.variant == "Custom":
+            return (1, 1 << 30, self._str)
+        if self.variant in _LAST:
+            return (2, 0, self._str)
+        return (0, -1, self._str)
 
     def __lt__(self, other: HookPoint) -> bool:
         return self._sort_key() < other._sort_key()
@@ -263,8 +197,46 @@ class HookPoint:
         return (HookPoint.parse, (self._str,))
 
 
-HookPoint.Embed = HookPoint("Embed")
-HookPoint.FinalNorm = HookPoint("FinalNorm")
+# Model-wide kinds that come after the blocks (sorting puts them last).
+_LAST: set[str] = set()
+
+
+def declare_final_kind(kind: PointKind) -> PointKind:
+    """Declare a model-wide kind that fires after the last block (sorts after the layers)."""
+    _LAST.add(kind.variant)
+    return declare_point_kind(kind)
+
+
+# ---- the kinds every residual-stream language model has (TransformerLens strings) -------
+EMBED = declare_point_kind(PointKind("Embed", "hook_embed", doc="token embedding [B,S,D]"))
+RESID_PRE = declare_point_kind(PointKind(
+    "ResidPre", "blocks.{layer}.hook_resid_pre", doc="input of layer i [B,S,D]"))
+ATTN_OUT = declare_point_kind(PointKind(
+    "AttnOut", "blocks.{layer}.hook_attn_out", doc="what the mixing sub-layer adds [B,S,D]"))
+RESID_MID = declare_point_kind(PointKind(
+    "ResidMid", "blocks.{layer}.hook_resid_mid", doc="residual after the first add [B,S,D]"))
+MLP_OUT = declare_point_kind(PointKind(
+    "MlpOut", "blocks.{layer}.hook_mlp_out", doc="what the MLP adds to the residual [B,S,D]"))
+RESID_POST = declare_point_kind(PointKind(
+    "ResidPost", "blocks.{layer}.hook_resid_post", doc="output of layer i [B,S,D]"))
+FINAL_NORM = declare_final_kind(PointKind(
+    "FinalNorm", "hook_final_norm", aliases=("ln_final.hook_normalized",),
+    doc="final norm output, before unembedding [B,S,D]"))
+
+# Short names of the residual-stream points every backend has; analyses (logit lens,
+# patching, probing, steering vectors) take these names for "which tensor of each layer".
+STREAM_POINTS: dict[str, PointKind] = {
+    "resid_pre": RESID_PRE, "resid_mid": RESID_MID, "resid_post": RESID_POST,
+    "attn_out": ATTN_OUT, "mlp_out": MLP_OUT,
+}
+
+
+def stream_point(name: str, layer: int) -> HookPoint:
+    """``stream_point("resid_post", 3) == HookPoint.ResidPost(3)``; ValueError otherwise."""
+    if name not in STREAM_POINTS:
+        raise ValueError(f"unknown stream point {name!r}; choose one of {sorted(STREAM_POINTS)}")
+    return HookPoint(STREAM_POINTS[name].variant, layer)
+
 
 HookLike = HookPoint | str
 

@@ -1,8 +1,9 @@
 """Per-call hook dispatch: the only hook logic model code ever sees is ``hooks.fire(p, t)``.
 
 A :class:`HookRuntime` is built at the start of a forward from the caller's HookSpec after
-checking every point against the model. An empty spec gets :data:`NO_HOOKS`, whose ``fire``
-returns its argument untouched: no clone, no allocation, no dictionary entry.
+checking every point (and every backend spec) against the model. An empty spec gets
+:data:`NO_HOOKS`, whose ``fire`` returns its argument untouched: no clone, no allocation,
+no dictionary entry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from ..errors import HookError, did_you_mean
 from .cache import HookCache
+from .call import ForwardCall
 from .interventions import Intervention
 from .points import HookPoint
 from .spec import HookSpec
@@ -33,19 +35,24 @@ class HookRuntime:
     """Dispatches captures and interventions for one forward call."""
 
     def __init__(self, spec: HookSpec, cache: HookCache) -> None:
-        self.cache = cache
-        self.keep_grad = spec.keep_grad
-        self.state_knockout = spec.state_knockout
-        self.state_steering = spec.state_steering
+        self.call = ForwardCall(cache, spec.keep_grad, dict(spec.backend_specs()))
         sites: dict[HookPoint, _Site] = {}
         for point in spec.captures():
             sites.setdefault(point, _Site()).capture = True
         for point, intervention in spec.interventions():
             site = sites.setdefault(point, _Site())
             site.interventions.append(intervention)
-            # An Apply function may modify its input in place: keep the capture safe.
-            site.clone = site.clone or intervention.kind == "Apply"
+            # A kind that may write into its input must not change the captured value.
+            site.clone = site.clone or type(intervention).mutates_input
         self._sites = sites
+
+    @property
+    def keep_grad(self) -> bool:
+        return self.call.keep_grad
+
+    def backend_spec(self, name: str) -> object | None:
+        """A backend spec of this call (None if absent); backends read what they honour."""
+        return self.call.backend_specs.get(name)
 
     def is_active(self, point: HookPoint) -> bool:
         """True if the point is captured or intervened on in this call."""
@@ -61,11 +68,12 @@ class HookRuntime:
         site = self._sites.get(point)
         if site is None:
             return tensor
+        call = self.call
         if site.capture:
-            kept = tensor if self.keep_grad else tensor.detach()
-            self.cache.store(point, kept.clone() if site.clone and site.interventions else kept)
+            kept = tensor if call.keep_grad else tensor.detach()
+            call.cache.store(point, kept.clone() if site.clone and site.interventions else kept)
         for intervention in site.interventions:
-            tensor = intervention.apply(tensor, point)
+            tensor = intervention.apply(tensor, point, call)
         return tensor
 
 
@@ -73,9 +81,7 @@ class _NoHooks(HookRuntime):
     """The empty spec: every call is a pass-through."""
 
     def __init__(self) -> None:  # no spec, no cache, no sites
-        self.keep_grad = False
-        self.state_knockout = None
-        self.state_steering = None
+        self.call = ForwardCall(HookCache(), False)
         self._sites = {}
 
     def is_active(self, point: HookPoint) -> bool:
@@ -91,11 +97,19 @@ class _NoHooks(HookRuntime):
 NO_HOOKS: HookRuntime = _NoHooks()
 
 
-def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int) -> None:
-    """Raise HookError for any point of ``spec`` this model does not have.
+def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int,
+                  honours: Collection[str] = ()) -> None:
+    """Raise HookError for any point of ``spec`` this model does not have, and for any
+    backend spec the backend does not honour (``honours`` lists those it does).
 
     Out-of-range layers name the valid range; unknown names get close-match suggestions.
     """
+    for name, value in spec.backend_specs().items():
+        if name not in honours:
+            raise HookError(
+                f"this model cannot honour the HookSpec entry {name!r} ({type(value).__name__}): "
+                f"its backend has no such mechanism (state knockout and steering need a "
+                f"recurrent backend such as RWKV). Remove it from the HookSpec.")
     for point in spec.points():
         if point in valid:
             continue
@@ -114,14 +128,15 @@ def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int)
         )
 
 
-def make_runtime(
-    spec: HookSpec | None, valid: Collection[HookPoint], num_layers: int
-) -> tuple[HookRuntime, HookCache]:
+def make_runtime(spec: HookSpec | None, valid: Collection[HookPoint], num_layers: int,
+                 honours: Collection[str] = ()) -> tuple[HookRuntime, HookCache]:
     """Validate ``spec`` and return the runtime plus the cache it fills."""
     cache = HookCache()
-    if spec is None or spec.is_empty():
+    if spec is None:
         return NO_HOOKS, cache
     if not isinstance(spec, HookSpec):
         raise HookError(f"hooks must be a HookSpec, got {type(spec).__name__}")
-    validate_spec(spec, valid, num_layers)
+    if spec.is_empty():
+        return NO_HOOKS, cache
+    validate_spec(spec, valid, num_layers, honours)
     return HookRuntime(spec, cache), cache

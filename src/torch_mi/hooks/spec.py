@@ -3,19 +3,27 @@
 The model holds no hook state: pass a HookSpec to ``forward`` and get a HookCache back.
 At each hook point the tensor is captured first (so the cache holds the pre-intervention
 value), then the interventions registered at that point run in registration order.
+
+Backend-specific entries (RWKV's state knockout and steering) travel as named *backend
+specs*; a backend that cannot honour one raises HookError naming it at the start of
+``forward`` (nothing is silently dropped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
+from ..errors import InterventionError
 from .interventions import Intervention
 from .points import HookLike, HookPoint, as_point
 from .state import StateKnockoutSpec, StateSteeringSpec
 
+STATE_KNOCKOUT = "state_knockout"
+STATE_STEERING = "state_steering"
+
 
 class HookSpec:
-    """Captures + ordered interventions + optional RWKV state specs (chainable builders).
+    """Captures + ordered interventions + backend specs (chainable builders).
 
     Args:
         keep_grad: keep the autograd graph on captured tensors (default: captures are
@@ -25,8 +33,7 @@ class HookSpec:
     def __init__(self, *, keep_grad: bool = False) -> None:
         self._captures: dict[HookPoint, None] = {}
         self._interventions: list[tuple[HookPoint, Intervention]] = []
-        self.state_knockout: StateKnockoutSpec | None = None
-        self.state_steering: StateSteeringSpec | None = None
+        self._backend_specs: dict[str, object] = {}
         self.keep_grad = keep_grad
 
     # ---- builders -------------------------------------------------------------------------
@@ -39,8 +46,6 @@ class HookSpec:
     def intervene(self, point: HookLike, intervention: Intervention) -> HookSpec:
         """Append an intervention at ``point``; several at one point run in this order."""
         if not isinstance(intervention, Intervention):
-            from ..errors import InterventionError
-
             raise InterventionError(
                 f"intervene({point!s}, ...) needs an Intervention, got {type(intervention).__name__}"
             )
@@ -48,34 +53,43 @@ class HookSpec:
         return self
 
     def extend(self, other: HookSpec) -> HookSpec:
-        """Add another spec's captures and interventions (after ours); adopt its state specs
-        where this spec has none."""
+        """Add another spec's captures and interventions (after ours); adopt its backend
+        specs where this spec has none of that name."""
         for point in other._captures:
             self._captures[point] = None
         self._interventions.extend(other._interventions)
-        if self.state_knockout is None:
-            self.state_knockout = other.state_knockout
-        if self.state_steering is None:
-            self.state_steering = other.state_steering
+        for name, value in other._backend_specs.items():
+            self._backend_specs.setdefault(name, value)
         self.keep_grad = self.keep_grad or other.keep_grad
         return self
 
-    def set_state_knockout(self, spec: StateKnockoutSpec) -> HookSpec:
-        self.state_knockout = spec
+    def set_backend_spec(self, name: str, value: object) -> HookSpec:
+        """Attach a backend-specific entry; backends that do not honour ``name`` refuse it."""
+        self._backend_specs[name] = value
         return self
 
+    def set_state_knockout(self, spec: StateKnockoutSpec) -> HookSpec:
+        """RWKV: remove the state writes of some positions (recurrent backends only)."""
+        return self.set_backend_spec(STATE_KNOCKOUT, spec)
+
     def set_state_steering(self, spec: StateSteeringSpec) -> HookSpec:
-        self.state_steering = spec
-        return self
+        """RWKV: scale the state writes of some positions (recurrent backends only)."""
+        return self.set_backend_spec(STATE_STEERING, spec)
+
+    @property
+    def state_knockout(self) -> StateKnockoutSpec | None:
+        return self._backend_specs.get(STATE_KNOCKOUT)  # type: ignore[return-value]
+
+    @property
+    def state_steering(self) -> StateSteeringSpec | None:
+        return self._backend_specs.get(STATE_STEERING)  # type: ignore[return-value]
+
+    def backend_specs(self) -> Mapping[str, object]:
+        return dict(self._backend_specs)
 
     # ---- queries --------------------------------------------------------------------------
     def is_empty(self) -> bool:
-        return not (
-            self._captures
-            or self._interventions
-            or self.state_knockout is not None
-            or self.state_steering is not None
-        )
+        return not (self._captures or self._interventions or self._backend_specs)
 
     def num_captures(self) -> int:
         return len(self._captures)
@@ -111,8 +125,5 @@ class HookSpec:
         parts = [f"captures={[str(p) for p in self._captures]}"]
         if self._interventions:
             parts.append(f"interventions={[(str(p), iv) for p, iv in self._interventions]}")
-        if self.state_knockout is not None:
-            parts.append(f"state_knockout={self.state_knockout!r}")
-        if self.state_steering is not None:
-            parts.append(f"state_steering={self.state_steering!r}")
+        parts.extend(f"{name}={value!r}" for name, value in self._backend_specs.items())
         return "HookSpec(" + ", ".join(parts) + ")"

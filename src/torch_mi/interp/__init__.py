@@ -1,6 +1,13 @@
 """Interpretability toolkit: knockout, steering, logit lens, patching, positions, PCA,
 probing. Model-agnostic functions built on ``forward(ids, HookSpec) -> HookCache``."""
 
+from ..positions import (
+    EncodingWithOffsets,
+    PositionConversion,
+    TextForwardResult,
+    TokenWithOffset,
+    convert_positions,
+)
 from .dose import DOSE_LEVELS, DoseResponseCurve, DoseResponsePoint, SteeringCalibration, dose_response
 from .knockout import (
     AblationResult,
@@ -21,13 +28,6 @@ from .logit_lens import (
 )
 from .patching import CausalTrace, causal_trace
 from .pca import PcaResult, pca_top_k
-from .positions import (
-    EncodingWithOffsets,
-    PositionConversion,
-    TextForwardResult,
-    TokenWithOffset,
-    convert_positions,
-)
 from .probing import ProbeResult, collect_activations, probe_layers, train_probe
 from .results import LogitComparison, kl_divergence
 from .steering import (
@@ -36,7 +36,7 @@ from .steering import (
     SteeringSpec,
     apply_steering,
     measure_attention_to_targets,
-    run_attention_steering,
+    run_steering,
 )
 from .vectors import mean_activation, mean_difference_vector, steering_vector_hooks
 
@@ -79,8 +79,8 @@ __all__ = [
     "measure_attention_to_targets",
     "pca_top_k",
     "probe_layers",
-    "run_attention_steering",
     "run_knockout",
+    "run_steering",
     "steering_vector_hooks",
     "train_probe",
 ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
+from ..prompts import Prompt, prompt_ids
 from .results import kl_divergence
 from .steering import SteeringSpec, apply_steering, measure_attention_to_targets
 
@@ -86,14 +86,13 @@ class DoseResponseCurve:
                 "points": [vars(p) for p in self.points]}
 
 
-def dose_response(model, prompt, *, layer: int | None = None,
+def dose_response(model: LanguageModel, prompt: Prompt, *, layer: int | None = None,
                   edge: tuple[int, int] | None = None,
                   doses: tuple[float, ...] = DOSE_LEVELS,
                   target_token: str | None = None) -> tuple[DoseResponseCurve, SteeringCalibration]:
     """Scale one attention edge (default last -> first, middle layer) by each dose, all heads;
     record head-mean attention on the edge, KL vs baseline and the target's logit diff."""
-    ids = model.encode(prompt) if isinstance(prompt, str) else torch.as_tensor(
-        prompt, dtype=torch.long).reshape(1, -1).to(model.device)
+    ids = prompt_ids(model, prompt)
     seq_len = ids.shape[1]
     layer = model.num_layers // 2 if layer is None else layer
     src, dst = edge if edge is not None else (seq_len - 1, 0)

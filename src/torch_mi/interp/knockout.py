@@ -18,6 +18,8 @@ from ..errors import InterventionError
 from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
+from ..prompts import Prompt, prompt_ids
 from ..selection import HeadSpec, LayerSelector, LayerSpec
 from .results import LogitComparison
 
@@ -154,10 +156,9 @@ class AblationResult(LogitComparison):
         return self.other_logits
 
 
-def run_knockout(model, prompt, spec: KnockoutSpec) -> AblationResult:
+def run_knockout(model: LanguageModel, prompt: Prompt, spec: KnockoutSpec) -> AblationResult:
     """Baseline and knocked-out forwards of one prompt (text or ids) on ``model``."""
-    ids = model.encode(prompt) if isinstance(prompt, str) else torch.as_tensor(
-        prompt, dtype=torch.long).reshape(1, -1).to(model.device)
+    ids = prompt_ids(model, prompt)
     seq_len = ids.shape[1]
     hooks = knockout_hooks(spec, model.num_layers, model.num_heads, seq_len, model.device,
                            model.dtype)

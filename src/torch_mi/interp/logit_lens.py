@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
-from ..hooks.points import HookPoint
+from ..hooks.points import STREAM_POINTS, stream_point
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
+from ..prompts import Prompt, prompt_ids, prompt_text
 
-LENS_HOOKS = {"resid_post": HookPoint.ResidPost, "resid_pre": HookPoint.ResidPre,
-              "resid_mid": HookPoint.ResidMid, "attn_out": HookPoint.AttnOut,
-              "mlp_out": HookPoint.MlpOut}
+LENS_HOOKS = {name: (lambda layer, n=name: stream_point(n, layer)) for name in STREAM_POINTS}
 
 
 @dataclass
@@ -135,18 +135,14 @@ def _layer_probs(model, resid: torch.Tensor) -> torch.Tensor:
     return torch.softmax(model.project_to_vocab(resid).float(), dim=-1)
 
 
-def logit_lens(model, prompt: str | list[int] | torch.Tensor, *, k: int = 10,
+def logit_lens(model: LanguageModel, prompt: Prompt, *, k: int = 10,
                hook: str = "resid_post") -> LogitLensAnalysis:
     """Run the logit lens on one prompt (text or token ids, batch of one)."""
     if hook not in LENS_HOOKS:
         raise InputError(f"unknown lens hook {hook!r}; choose one of {sorted(LENS_HOOKS)}")
     tok = model.tokenizer
-    if isinstance(prompt, str):
-        ids = model.encode(prompt)
-        text = prompt
-    else:
-        ids = torch.as_tensor(prompt, dtype=torch.long).reshape(1, -1).to(model.device)
-        text = tok.decode(ids[0]) if tok is not None else ""
+    ids = prompt_ids(model, prompt)
+    text = prompt_text(model, prompt, ids)
     points = [LENS_HOOKS[hook](i) for i in range(model.num_layers)]
     cache = model.forward(ids, HookSpec().capture(*points))
     decode = tok.decode_token if tok is not None else str

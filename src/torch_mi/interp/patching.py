@@ -18,12 +18,11 @@ import torch
 
 from ..errors import InputError
 from ..hooks.interventions import Intervention
-from ..hooks.points import HookPoint
+from ..hooks.points import STREAM_POINTS, HookPoint, stream_point
 from ..hooks.spec import HookSpec
 from .results import kl_divergence
 
-PATCH_KINDS = {"resid": HookPoint.ResidPost, "resid_pre": HookPoint.ResidPre,
-               "attn": HookPoint.AttnOut, "mlp": HookPoint.MlpOut}
+PATCH_KINDS = tuple(STREAM_POINTS)  # resid_pre, resid_mid, resid_post, attn_out, mlp_out
 METRICS = ("prob", "logit", "logit_diff")
 _EPS = 1e-9
 
@@ -114,7 +113,7 @@ def _answer_ids(model, answer, clean_logits: torch.Tensor, n: int) -> torch.Tens
 
 
 def causal_trace(model, clean: str | Sequence[str], corrupted: str | Sequence[str], *,
-                 answer=None, foil=None, kind: str = "resid", metric: str = "prob",
+                 answer=None, foil=None, kind: str = "resid_post", metric: str = "prob",
                  progress: bool = False) -> CausalTrace:
     """Patch clean activations into corrupted runs at every (layer, position)."""
     if kind not in PATCH_KINDS:
@@ -123,7 +122,7 @@ def causal_trace(model, clean: str | Sequence[str], corrupted: str | Sequence[st
         raise InputError(f"metric must be one of {METRICS} ('logit_diff' needs a foil)")
     clean_ids, corrupt_ids, mask = _encode_pairs(model, clean, corrupted)
     n_pairs, seq_len = clean_ids.shape
-    points = [PATCH_KINDS[kind](layer) for layer in range(model.num_layers)]
+    points = [stream_point(kind, layer) for layer in range(model.num_layers)]
     clean_run = model.forward(clean_ids, HookSpec().capture(*points), attention_mask=mask,
                               last_logits_only=True)
     clean_logits = clean_run.output()[:, -1]

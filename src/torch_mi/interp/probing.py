@@ -18,14 +18,12 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, HookError, InputError
-from ..hooks.points import HookPoint
+from ..hooks.points import STREAM_POINTS, HookPoint
 from ..hooks.spec import HookSpec
 from ..tokenizer import pad_batch
 
-PROBE_HOOKS = {"resid_pre": HookPoint.ResidPre, "resid_mid": HookPoint.ResidMid,
-               "resid_post": HookPoint.ResidPost, "attn_out": HookPoint.AttnOut,
-               "mlp_pre": HookPoint.MlpPre, "mlp_hidden": HookPoint.MlpHidden,
-               "mlp_post": HookPoint.MlpPost, "mlp_out": HookPoint.MlpOut}
+PROBE_HOOKS = {**{name: kind.variant for name, kind in STREAM_POINTS.items()},
+               "mlp_pre": "MlpPre", "mlp_hidden": "MlpHidden", "mlp_post": "MlpPost"}
 PROBE_KINDS = ("logistic", "ridge")
 PROGRESS_MIN_LAYERS = 8  # show a progress bar from this many layers on
 
@@ -119,7 +117,7 @@ def _hook_points(model, hook_kind: str, layers: Sequence[int] | None) -> dict[in
     if bad or not layers:
         raise HookError(f"layers {bad or '[]'} are not valid for this model; use layers in "
                         f"0..{model.num_layers - 1}")
-    return {layer: PROBE_HOOKS[hook_kind](layer) for layer in layers}
+    return {layer: HookPoint(PROBE_HOOKS[hook_kind], layer) for layer in layers}
 
 
 def collect_activations(model, texts_or_ids, hook_kind: str = "resid_post",

@@ -18,6 +18,8 @@ from ..errors import InterventionError
 from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
+from ..prompts import Prompt, prompt_ids
 from .knockout import EdgeSelection, KnockoutSpec
 from .results import LogitComparison
 
@@ -160,15 +162,9 @@ class SteeringResult(LogitComparison):
         return None if b is None or s is None or b <= _EPS else s / b
 
 
-def _ids(model, prompt) -> torch.Tensor:
-    if isinstance(prompt, str):
-        return model.encode(prompt)
-    return torch.as_tensor(prompt, dtype=torch.long).reshape(1, -1).to(model.device)
-
-
-def run_attention_steering(model, prompt, spec: SteeringSpec) -> SteeringResult:
+def run_steering(model: LanguageModel, prompt: Prompt, spec: SteeringSpec) -> SteeringResult:
     """Steer the spec's edges at each of its layers; measure attention on the first edge."""
-    ids = _ids(model, prompt)
+    ids = prompt_ids(model, prompt)
     seq_len = ids.shape[1]
     spec.validate(model.num_layers, model.num_heads, seq_len)
     layers = spec.layer_spec.resolve(model.num_layers)

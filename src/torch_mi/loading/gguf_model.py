@@ -1,7 +1,8 @@
-"""Load a ``.gguf`` file into a GenericTransformer plus its tokenizer.
+"""Load a ``.gguf`` file into its backend plus its tokenizer.
 
-One pass: parse the header (gguf_reader), translate metadata (gguf_config), build the
-tokenizer from the same metadata (gguf_tokenizer), allocate the model uninitialised in the
+One pass: parse the header (gguf_reader), find the family by ``general.architecture`` in
+the architecture registry and translate the metadata with its GGUF translator, build the
+tokenizer from the same metadata (gguf_tokenizer), allocate the backend uninitialised in the
 target dtype and dequantise each tensor straight into its parameter (gguf_tensors, strict
 accounting by ``load_weights``). The data is memory-mapped and released tensor by tensor,
 so peak RAM stays near the size of the weights in the target dtype.
@@ -10,43 +11,47 @@ so peak RAM stays near the size of the weights in the target dtype.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from ..config.types import TransformerConfig
+from ..backends.protocol import MIBackend
+from ..backends.registry import Architecture, gguf_architecture
 from ..errors import WeightError
-from ..models.transformer import GenericTransformer
 from ..tokenizer import MITokenizer
-from .gguf_config import config_from_gguf, consumed_by_config
 from .gguf_reader import GGUFFile
 from .gguf_tensors import GGUFTensorSource
 from .gguf_tokenizer import build_tokenizer, has_tokenizer
-from .weights import hf_weight_map, load_weights
+from .weights import load_weights
 
 
-def read_gguf_config(path: str | Path) -> TransformerConfig:
-    """The TransformerConfig of a GGUF file (header only, no tensor data read)."""
+def _architecture(file: GGUFFile) -> Architecture:
+    return gguf_architecture(file.metadata.get("general.architecture"), f"GGUF {file.path.name}")
+
+
+def read_gguf_config(path: str | Path) -> Any:
+    """The config of a GGUF file (header only, no tensor data read)."""
     with GGUFFile(path) as file:
-        return config_from_gguf(file)
+        return _architecture(file).gguf.translate(file)
 
 
 def load_gguf_model(path: Path, device: torch.device, dtype: torch.dtype
-                    ) -> tuple[GenericTransformer, MITokenizer | None]:
-    """Model and tokenizer of the GGUF at ``path``, weights dequantised to ``dtype``.
+                    ) -> tuple[MIBackend, MITokenizer | None]:
+    """Backend and tokenizer of the GGUF at ``path``, weights dequantised to ``dtype``.
     The tokenizer is None only for a file without any tokenizer metadata."""
     with GGUFFile(path) as file:
-        config = config_from_gguf(file)
+        row = _architecture(file)
+        gguf = row.gguf
+        config = gguf.translate(file)
         # Tokenizer first: its transient build memory is then not stacked on the weights.
         tokenizer = None
         if has_tokenizer(file.metadata):
-            tokenizer = build_tokenizer(file.metadata, file.metadata["general.architecture"],
-                                        Path(path).name)
-        model = GenericTransformer.empty(config, device, dtype)
-        with GGUFTensorSource(file, config, skip=consumed_by_config(file)) as source:
+            tokenizer = build_tokenizer(file.metadata, gguf.arch, Path(path).name)
+        model = row.backend.empty(config, device, dtype)
+        with GGUFTensorSource(file, gguf, config, skip=gguf.consumed(file)) as source:
             try:
-                load_weights(model, source, hf_weight_map(config),
-                             tied=config.tie_word_embeddings)
+                load_weights(model, source, row.weight_map(config))
             except WeightError as exc:
-                raise WeightError(f"GGUF {Path(path).name} (architecture "
-                                  f"{file.metadata['general.architecture']}): {exc}") from exc
+                raise WeightError(f"GGUF {Path(path).name} (architecture {gguf.arch}): "
+                                  f"{exc}") from exc
     return model, tokenizer

@@ -1,9 +1,9 @@
 """GGUF tensors as a TensorSource: llama.cpp names -> HF names, dequantised on copy.
 
 The generic ``load_weights`` then does the strict accounting (every tensor consumed, every
-parameter filled, every shape checked) exactly as for safetensors. Two llama.cpp storage
-conventions are undone here: LLaMA's Q/K rows are permuted for its RoPE kernel, and Gemma
-norms are stored as ``1 + w``.
+parameter filled, every shape checked) exactly as for safetensors. The family's
+:class:`~torch_mi.backends.registry.GGUFFormat` says which llama.cpp storage conventions to
+undo: Q/K rows permuted for its RoPE kernel (LLaMA), norms stored as ``1 + w`` (Gemma).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..config.types import NormType, TransformerConfig
+from ..backends.registry import GGUFFormat
 from ..errors import WeightError
 from .gguf_dequant import check_supported, default_workers, dequantize_into
 from .gguf_reader import GGUFFile, GGUFTensorInfo
@@ -23,21 +23,6 @@ GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
                 "output": "lm_head"}
 _BLOCK = re.compile(r"^blk\.(\d+)\.([a-z_0-9]+)\.(weight|bias)$")
 _TOP = re.compile(r"^([a-z_]+)\.(weight|bias)$")
-
-# Block tensors common to llama and gemma3. ``ffn_norm`` is the pre-MLP norm in both, which
-# HF calls post_attention_layernorm in LLaMA but pre_feedforward_layernorm in Gemma 3.
-BLOCK_NAMES = {
-    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-}
-GEMMA3_BLOCK_NAMES = {
-    **BLOCK_NAMES, "ffn_norm": "pre_feedforward_layernorm",
-    "post_attention_norm": "post_attention_layernorm",
-    "post_ffw_norm": "post_feedforward_layernorm",
-    "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-}
-LLAMA_BLOCK_NAMES = {**BLOCK_NAMES, "ffn_norm": "post_attention_layernorm"}
 
 
 def hf_name(gguf_name: str, block_names: dict[str, str]) -> str:
@@ -56,15 +41,13 @@ def hf_name(gguf_name: str, block_names: dict[str, str]) -> str:
 class GGUFTensorSource:
     """TensorSource over a GGUFFile; ``skip`` names tensors consumed elsewhere (config)."""
 
-    def __init__(self, file: GGUFFile, config: TransformerConfig,
+    def __init__(self, file: GGUFFile, gguf: GGUFFormat, config: object,
                  skip: frozenset[str] = frozenset(), workers: int | None = None) -> None:
         self.file = file
         self.config = config
-        self.unpermute = config.model_type == "llama"
-        self.subtract_one = config.norm_type is NormType.GemmaRmsNorm
-        block_names = LLAMA_BLOCK_NAMES if self.unpermute else GEMMA3_BLOCK_NAMES
+        self.gguf = gguf
         self.infos: dict[str, GGUFTensorInfo] = {
-            hf_name(name, block_names): info
+            hf_name(name, gguf.block_names): info
             for name, info in file.tensors.items() if name not in skip
         }
         if len(self.infos) != len(file.tensors) - len(skip & set(file.tensors)):
@@ -82,15 +65,15 @@ class GGUFTensorSource:
         """Dequantise tensor ``name`` into ``dest``, undoing llama.cpp's conventions."""
         info = self.infos[name]
         check_supported(info.type_id, info.name)
-        heads = self._permuted_heads(name)
-        gemma_norm = self.subtract_one and name.endswith("norm.weight")
-        if heads is None and not gemma_norm and dest.is_contiguous() and dest.device.type == "cpu":
+        heads = self.gguf.permuted_heads(self.config, name)
+        offset_norm = bool(self.gguf.norm_offset) and name.endswith("norm.weight")
+        if heads is None and not offset_norm and dest.is_contiguous() and dest.device.type == "cpu":
             dequantize_into(self._raw(info), info.type_id, dest, self._pool)
         else:
             values = torch.empty(info.shape, dtype=torch.float32)
             dequantize_into(self._raw(info), info.type_id, values, self._pool)
-            if gemma_norm:
-                values -= 1.0  # llama.cpp stores Gemma's (1 + w)
+            if offset_norm:
+                values -= self.gguf.norm_offset  # llama.cpp stores Gemma's (1 + w)
             if heads is not None:
                 values = unpermute_rows(values, heads)
             dest.copy_(values)
@@ -98,16 +81,6 @@ class GGUFTensorSource:
 
     def _raw(self, info: GGUFTensorInfo) -> torch.Tensor:
         return torch.from_numpy(self.file.raw(info.name))
-
-    def _permuted_heads(self, name: str) -> int | None:
-        """Head count for LLaMA's permuted Q (all heads) and K (KV heads), else None."""
-        if not self.unpermute:
-            return None
-        if name.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-            return self.config.num_attention_heads
-        if name.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-            return self.config.num_kv_heads
-        return None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

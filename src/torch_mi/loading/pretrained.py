@@ -1,4 +1,7 @@
-"""Turn a local model folder (HF layout) into a loaded GenericTransformer + tokenizer."""
+"""Turn a local model folder (HF layout) into a loaded backend + tokenizer.
+
+The architecture registry picks the family (or auto-config for unknown LLaMA-like types),
+the backend class and the weight map; nothing here names a backend."""
 
 from __future__ import annotations
 
@@ -7,17 +10,12 @@ from pathlib import Path
 
 import torch
 
-from ..config.auto import auto_config, check_auto_compatibility
-from ..config.families import TRANSLATORS
-from ..config.types import TransformerConfig
+from ..backends.protocol import MIBackend
+from ..backends.registry import resolve_hf
 from ..errors import ConfigError
-from ..models.transformer import GenericTransformer
 from ..tokenizer import MITokenizer
 from .safetensors_io import SafetensorsSource
-from .weights import hf_weight_map, load_weights, with_prefix
-
-# Multimodal wrappers whose language model we load (the vision side is not loaded).
-MULTIMODAL_LAYOUTS = {"gemma3": ("language_model.", ("vision_tower.", "multi_modal_projector."))}
+from .weights import load_weights
 
 
 def read_config_json(directory: Path) -> dict:
@@ -34,29 +32,18 @@ def read_config_json(directory: Path) -> dict:
     return config
 
 
-def config_for_directory(directory: Path, source: SafetensorsSource) -> TransformerConfig:
-    """Family translator for known model types, checked auto-config for the rest."""
-    hf = read_config_json(directory)
-    if hf["model_type"] in TRANSLATORS:
-        return TRANSLATORS[hf["model_type"]](hf)
-    names = list(source.names())
-    check_auto_compatibility(hf, names).into_result()
-    return auto_config(hf, names)[0]
-
-
-def load_transformer_dir(directory: Path, device: torch.device, dtype: torch.dtype
-                         ) -> GenericTransformer:
+def load_backend_dir(directory: Path, device: torch.device, dtype: torch.dtype) -> MIBackend:
+    """The backend of a local HF-layout folder, weights loaded strictly into ``dtype``."""
     directory = Path(directory)
     hf = read_config_json(directory)
     with SafetensorsSource.from_directory(directory) as source:
-        config = config_for_directory(directory, source)
-        model = GenericTransformer.empty(config, device, dtype)
-        mapping, skip = hf_weight_map(config), ()
-        if "text_config" in hf and hf["model_type"] in MULTIMODAL_LAYOUTS:
-            prefix, skip = MULTIMODAL_LAYOUTS[hf["model_type"]]
-            mapping = with_prefix(mapping, prefix)
-        load_weights(model, source, mapping, tied=config.tie_word_embeddings,
-                     skip_prefixes=skip)
+        row, config = resolve_hf(hf, list(source.names()))
+        model = row.backend.empty(config, device, dtype)
+        weights, skip = row.weight_map(config), ()
+        if "text_config" in hf and row.multimodal is not None:
+            weights = weights.with_prefix(row.multimodal.text_prefix)
+            skip = row.multimodal.skip_prefixes
+        load_weights(model, source, weights, skip_prefixes=skip)
     return model
 
 

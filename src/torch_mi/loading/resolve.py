@@ -1,4 +1,6 @@
-"""``MIModel.from_pretrained`` dispatch: embedded default, .gguf file, local folder, Hub id."""
+"""``MIModel.from_pretrained`` dispatch: embedded default, .gguf file, local folder, Hub id.
+
+Returns the parts (backend, tokenizer, source); the api layer wraps them in an MIModel."""
 
 from __future__ import annotations
 
@@ -7,14 +9,21 @@ from pathlib import Path
 
 import torch
 
+from ..backends.protocol import MIBackend
 from ..errors import ConfigError
-from .pretrained import load_tokenizer_dir, load_transformer_dir, read_config_json
+from ..tokenizer import MITokenizer
+from .pretrained import load_backend_dir, load_tokenizer_dir, read_config_json
 
 
-def load_model(model: str | os.PathLike | None, *, revision: str | None,
-               device: torch.device, dtype: torch.dtype):
-    from ..backend import MIModel, is_local_path
+def is_local_path(model: str | os.PathLike) -> bool:
+    text = os.fspath(model)
+    return (Path(text).expanduser().exists() or text.startswith((".", "/", "~"))
+            or text.endswith(".gguf"))
 
+
+def load_parts(model: str | os.PathLike | None, *, revision: str | None, device: torch.device,
+               dtype: torch.dtype) -> tuple[MIBackend, MITokenizer | None, str]:
+    """(backend, tokenizer, source) for the embedded default, a .gguf, a folder or a repo."""
     if model is None:
         from .embedded import default_model_path
 
@@ -27,7 +36,7 @@ def load_model(model: str | os.PathLike | None, *, revision: str | None,
         from .gguf_model import load_gguf_model
 
         backend, tokenizer = load_gguf_model(path, device, dtype)
-        return MIModel(backend, tokenizer, source=str(path))
+        return backend, tokenizer, str(path)
     if path.is_dir():
         directory = path
     elif is_local_path(text):
@@ -37,6 +46,6 @@ def load_model(model: str | os.PathLike | None, *, revision: str | None,
         from ..download import download_model_blocking
 
         directory = download_model_blocking(text, revision=revision)
-    backend = load_transformer_dir(directory, device, dtype)
+    backend = load_backend_dir(directory, device, dtype)
     tokenizer = load_tokenizer_dir(directory, read_config_json(directory))
-    return MIModel(backend, tokenizer, source=text)
+    return backend, tokenizer, text

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..backends.protocol import LayerCost, SupportsMemoryPlan
 from ..errors import InputError, MemoryReportError
 from ..hooks.runtime import validate_spec
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
 from .snapshot import MIB
-from .transformer_plan import LayerCost, TransformerPlan
 
 CATEGORIES = ("weights", "captures", "logits", "transient")
 
@@ -112,21 +113,21 @@ class MemoryEstimate:
         return "\n".join(lines)
 
 
-def _backend(model):
-    from ..models.transformer import GenericTransformer
-
-    backend = getattr(model, "backend", model)
-    if not isinstance(backend, GenericTransformer):
+def _backend(model: LanguageModel) -> SupportsMemoryPlan:
+    backend = getattr(model, "backend", model)  # an MIModel, or a backend itself
+    if not isinstance(backend, SupportsMemoryPlan):
         raise MemoryReportError(
-            f"estimate_memory models GenericTransformer forwards; {type(backend).__name__} "
-            f"is not one. Measure it instead with torch_mi.memory.track_memory()")
+            f"estimate_memory needs a backend with an analytic memory plan; "
+            f"{type(backend).__name__} has none. Measure it instead with "
+            f"torch_mi.memory.track_memory()")
     return backend
 
 
-def estimate_memory(model, hooks: HookSpec | None, seq_len: int, batch: int = 1) -> MemoryEstimate:
+def estimate_memory(model: LanguageModel, hooks: HookSpec | None, seq_len: int,
+                    batch: int = 1) -> MemoryEstimate:
     """Bytes a ``forward`` of ``batch`` x ``seq_len`` tokens with ``hooks`` will hold.
 
-    ``model`` is an MIModel or a GenericTransformer. HookError for points the model does
+    ``model`` is an MIModel or a backend with a memory plan. HookError for points the model does
     not have (as ``forward`` would raise); InputError for a non-positive size.
     """
     for name, value in (("seq_len", seq_len), ("batch", batch)):
@@ -137,7 +138,7 @@ def estimate_memory(model, hooks: HookSpec | None, seq_len: int, batch: int = 1)
     if not isinstance(spec, HookSpec):
         raise InputError(f"hooks must be a HookSpec or None, got {type(spec).__name__}")
     validate_spec(spec, backend.hook_points(), backend.num_layers)
-    plan = TransformerPlan(backend, spec, batch, seq_len)
+    plan = backend.memory_plan(spec, batch, seq_len)
     costs = plan.layer_costs()
     peak, where = plan.forward_peak()
     captures = plan.captured_bytes()

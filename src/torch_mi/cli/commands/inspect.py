@@ -36,7 +36,7 @@ def _report(model) -> str | None:
     source = Path(str(model.source or ""))
     if not (source / "config.json").exists():
         return None
-    from ...config.auto import check_auto_compatibility
+    from ...backends.transformer import check_auto_compatibility
     from ...loading.safetensors_io import SafetensorsSource
 
     hf = json.loads((source / "config.json").read_text())

@@ -18,7 +18,7 @@ SMALL_FORWARD_BYTES = 16 * MIB
 PRESETS = {
     "none": (),
     "all": None,  # every hook point of the model
-    "resid": ("ResidPre", "ResidMid", "ResidPost"),
+    "resid": ("ResidPre", "ResidMid", "ResidPost"),  # every resid_pre/mid/post
     "attn": ("AttnPattern",),
 }
 

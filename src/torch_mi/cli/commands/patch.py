@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = sub.add_parser("patch", help="causal trace: patch clean activations into a corrupted run")
     p.add_argument("clean", help="clean prompt, e.g. 'The capital of France is'")
     p.add_argument("corrupted", help="corrupted prompt with the same token count")
-    p.add_argument("--kind", default="resid", choices=sorted(PATCH_KINDS))
+    p.add_argument("--kind", default="resid_post", choices=sorted(PATCH_KINDS))
     p.add_argument("--metric", default="prob", choices=METRICS)
     p.add_argument("--answer", default=None, help="answer token (default: clean top-1)")
     p.add_argument("--foil", default=None, help="foil token for --metric logit_diff")

@@ -1,0 +1,220 @@
+"""MIModel: a loaded model (any MIBackend) plus its tokenizer, and the LanguageModel
+protocol that analyses, generation and memory tools are typed against.
+
+A backend is anything that satisfies :class:`~torch_mi.backends.MIBackend`; ``MIModel``
+is a thin facade over it (metadata, ``forward``, ``generate``, text helpers).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from .backends.protocol import MIBackend
+from .errors import ConfigError, InputError, TokenizerError
+from .hooks.cache import HookCache
+from .hooks.points import HookPoint
+from .hooks.spec import HookSpec
+from .positions import TextForwardResult
+from .tokenizer import MITokenizer
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32, "f32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "f16": torch.float16, "half": torch.float16,
+}
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What analyses may use: an MIModel, or anything offering the same surface."""
+
+    @property
+    def tokenizer(self) -> MITokenizer | None: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    @property
+    def num_heads(self) -> int: ...
+
+    @property
+    def config(self) -> Any: ...
+
+    def require_tokenizer(self) -> MITokenizer: ...
+
+    def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
+                attention_mask: torch.Tensor | None = None, state: Any = None,
+                last_logits_only: bool = False) -> HookCache: ...
+
+    def make_state(self) -> Any: ...
+
+    def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+    def embedding_vector(self, token_id: int) -> torch.Tensor: ...
+
+    def hook_points(self) -> dict[HookPoint, tuple]: ...
+
+    def encode(self, text: str) -> torch.Tensor: ...
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' (CUDA if available, else CPU), 'cpu', 'cuda[:n]', 'mps' or a torch.device."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' "
+                          f"or 'mps'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available; use 'cpu'")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """None -> float32 (research grade); strings like 'bf16', 'float16' or torch dtypes."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+    elif isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ConfigError(f"unsupported dtype {dtype!r}: use float32, bfloat16 or float16")
+
+
+class MIModel:
+    """A model ready for interpretability work: ``forward(ids, hooks) -> HookCache``."""
+
+    def __init__(self, backend: MIBackend, tokenizer: MITokenizer | None = None,
+                 *, source: str | None = None) -> None:
+        self.backend = backend
+        self._tokenizer = tokenizer
+        self.source = source
+
+    # ---- loading --------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None = None, *,
+                        revision: str | None = None, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype | None = None) -> MIModel:
+        """Load a Hub repo id, a local HF-layout folder, or a ``.gguf`` file.
+
+        With no ``model``, loads the embedded default (SmolLM2-135M-Instruct).
+        """
+        from .loading.resolve import load_parts
+
+        backend, tokenizer, source = load_parts(model, revision=revision,
+                                                device=resolve_device(device),
+                                                dtype=resolve_dtype(dtype))
+        return cls(backend, tokenizer, source=source)
+
+    # ---- metadata -------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> MITokenizer | None:
+        return self._tokenizer
+
+    def require_tokenizer(self) -> MITokenizer:
+        if self._tokenizer is None:
+            raise TokenizerError("this model has no tokenizer; pass token ids instead of text, "
+                                 "or load a folder that contains tokenizer.json")
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backend.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return self.backend.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backend.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size
+
+    @property
+    def num_heads(self) -> int:
+        return self.backend.num_heads
+
+    @property
+    def config(self) -> Any:
+        return self.backend.config
+
+    def hook_points(self) -> dict[HookPoint, tuple]:
+        """Every valid hook point of this model with its shape ('batch'/'seq' symbolic)."""
+        return self.backend.hook_points()
+
+    # ---- running --------------------------------------------------------------------------
+    def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
+                attention_mask: torch.Tensor | None = None, state: Any = None,
+                last_logits_only: bool = False) -> HookCache:
+        """Run the backend: logits in ``cache.output()``, captures in the cache.
+
+        ``attention_mask`` [B, past+S] (1 real, 0 padding) for left-padded batches;
+        ``state`` from :meth:`make_state` for incremental decoding (advanced in place)."""
+        return self.backend.forward(input_ids, hooks, attention_mask=attention_mask,
+                                    state=state, last_logits_only=last_logits_only)
+
+    def make_state(self) -> Any:
+        """A fresh decoding state for ``forward(..., state=)`` (a KVCache for transformers)."""
+        return self.backend.make_state()
+
+    __call__ = forward
+
+    def forward_text(self, text: str, hooks: HookSpec | None = None) -> TextForwardResult:
+        """Encode ``text`` with character offsets (special tokens added) and run one forward
+        on it, so captured positions can be matched to spans of the text."""
+        encoding = self.require_tokenizer().encode_with_offsets(text)
+        if encoding.is_empty():
+            raise InputError(f"{text[:40]!r} encodes to no tokens; give a non-empty text")
+        ids = torch.tensor([encoding.ids], dtype=torch.long, device=self.device)  # [1, S]
+        return TextForwardResult(self.forward(ids, hooks), encoding, text)
+
+    def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.backend.project_to_vocab(hidden)
+
+    def embedding_vector(self, token_id: int) -> torch.Tensor:
+        return self.backend.embedding_vector(token_id)
+
+    def generate(self, prompt, max_new_tokens: int = 32, **options):
+        """Generate text (see :func:`torch_mi.generation.generate` for the options:
+        temperature, top_k, top_p, seed, stop, hooks, recompute)."""
+        from .generation import generate
+
+        return generate(self, prompt, max_new_tokens, **options)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids [1,S] of ``text`` (special tokens added) on the model's device."""
+        ids = self.require_tokenizer().encode(text)
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def __repr__(self) -> str:
+        cfg = getattr(self.backend, "config", None)
+        kind = getattr(cfg, "model_type", type(self.backend).__name__)
+        return (f"MIModel({kind}, layers={self.num_layers}, hidden={self.hidden_size}, "
+                f"vocab={self.vocab_size}, device={self.device}, dtype={self.dtype}, "
+                f"source={self.source!r})")
