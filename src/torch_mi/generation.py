@@ -4,8 +4,8 @@ Default mode keeps the backend's decoding state (``model.make_state()``, a KV ca
 transformers): the prompt is processed once, then one position per
 step, so each step's hooks and interventions see only the new position (an ``Add`` of a
 [D] vector therefore steers every generated token). ``recompute=True`` re-runs the whole
-sequence every step instead (upstream's "maximum observability": hooks see all positions,
-interventions re-apply to the prompt each step). Batches of unequal prompts are left-padded.
+sequence every step instead (hooks see all positions, interventions re-apply to the prompt
+each step; docs/porting.md: generation). Batches of unequal prompts are left-padded.
 """
 
 from __future__ import annotations

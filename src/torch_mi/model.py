@@ -28,46 +28,14 @@ DTYPES: dict[str, torch.dtype] = {
 
 
 @runtime_checkable
-class LanguageModel(Protocol):
-    """What analyses may use: an MIModel, or anything offering the same surface."""
+class LanguageModel(MIBackend, Protocol):
+    """What analyses may use: the backend contract plus text (an MIModel, or anything
+    offering the same surface)."""
 
     @property
     def tokenizer(self) -> MITokenizer | None: ...
 
-    @property
-    def device(self) -> torch.device: ...
-
-    @property
-    def dtype(self) -> torch.dtype: ...
-
-    @property
-    def num_layers(self) -> int: ...
-
-    @property
-    def hidden_size(self) -> int: ...
-
-    @property
-    def vocab_size(self) -> int: ...
-
-    @property
-    def num_heads(self) -> int: ...
-
-    @property
-    def config(self) -> Any: ...
-
     def require_tokenizer(self) -> MITokenizer: ...
-
-    def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
-                attention_mask: torch.Tensor | None = None, state: Any = None,
-                last_logits_only: bool = False) -> HookCache: ...
-
-    def make_state(self) -> Any: ...
-
-    def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor: ...
-
-    def embedding_vector(self, token_id: int) -> torch.Tensor: ...
-
-    def hook_points(self) -> dict[HookPoint, tuple]: ...
 
     def encode(self, text: str) -> torch.Tensor: ...
 

@@ -1,12 +1,12 @@
 """Character <-> token positions: find which tokens carry a word, a span or a character.
 
 Offsets here are CHARACTER offsets into the Python ``str`` that was encoded, end-exclusive,
-so ``text[start:end]`` is the token's surface. (Upstream candle-mi uses UTF-8 byte offsets
-because Rust strings are byte-indexed; in Python, character offsets are what ``str``
-slicing, ``str.find`` and regex match spans give, so a span found in the text can be used
-as is.) A byte-level token that holds only part of a multi-byte character (an accented
-letter, a CJK character, an emoji split into several byte tokens) reports the span of that
-whole character, so several consecutive tokens can share one span.
+so ``text[start:end]`` is the token's surface. Character offsets are what ``str`` slicing,
+``str.find`` and regex match spans give, so a span found in the text can be used as is
+(docs/porting.md: character positions). A byte-level token that holds only part of a
+multi-byte character (an accented letter, a CJK character, an emoji split into several byte
+tokens) reports the span of that whole character, so several consecutive tokens can share
+one span.
 
 Special tokens added by the tokenizer (BOS, EOS) have no surface and get ``(0, 0)``. The
 offsets are those the HuggingFace tokenizer reports: a ``tokenizer.json`` whose ByteLevel
@@ -78,7 +78,7 @@ class EncodingWithOffsets:
 
     # ---- size ---------------------------------------------------------------------------
     def len(self) -> int:
-        """Number of tokens (upstream spelling; ``len(encoding)`` works too)."""
+        """Number of tokens (same as ``len(encoding)``)."""
         return len(self.ids)
 
     def __len__(self) -> int:

@@ -2,9 +2,9 @@
 the residual stream between passes (works on any backend with a :class:`BlockLoop`).
 
 Pass k >= 2 starts from the output of pass k - 1 plus the feedback nudge, so every extra
-pass matters; ``restart_from_input=True`` restarts every pass from the loop's input
-instead (docs/porting.md: the upstream crate's behaviour). Hooks fire on every visit; a
-captured point keeps its last visit.
+pass matters; ``restart_from_input=True`` restarts every pass from the loop's input instead
+(docs/porting.md: looped passes). Hooks fire on every visit; a captured point keeps its
+last visit.
 """
 
 from __future__ import annotations
@@ -135,6 +135,6 @@ def generate_looped(model: MIBackend, prompt_tokens: list[int], max_tokens: int,
     return tokens
 
 
-# The seed crate's names for the same two types.
+# Alternative names of the two types (docs/porting.md: looped passes).
 RecurrentPassSpec = LoopSpec
 RecurrentFeedbackEntry = LoopFeedback

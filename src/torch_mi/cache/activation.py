@@ -74,7 +74,7 @@ class LayerStore:
 
     @classmethod
     def with_capacity(cls, n_layers: int):
-        """An empty cache (Python lists grow as needed; kept for upstream parity)."""
+        """An empty cache; ``n_layers`` is accepted and ignored (the list grows as needed)."""
         del n_layers
         return cls()
 

@@ -1,4 +1,6 @@
-"""Steering calibration and dose-response curves (inventory §7.6)."""
+"""Steering calibration and dose-response curves: scale one attention edge by a series of
+doses and record, per dose, the attention it gets, the KL from the baseline output and a
+target token's logit change."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 A :class:`KnockoutSpec` selects layers, heads and edges; :func:`create_knockout_mask` turns
 it into an additive mask [1,H,S,S] (0 keep, -inf drop) for ``attn.hook_scores``, where our
 scores are taken before the causal mask and after any soft-cap, so a knocked-out edge gets
-exactly zero probability on every family. Unlike upstream, the spec's layers are honoured:
-:func:`knockout_hooks` places the mask at every selected layer.
+exactly zero probability on every family. :func:`knockout_hooks` places the mask at every
+layer the spec selects (docs/porting.md: attention knockout).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .results import LogitComparison
 @dataclass(frozen=True)
 class AttentionEdge:
     """An edge from query position ``from_pos`` to key position ``to_pos``; ``None`` on
-    either side means "every position" (upstream's usize::MAX sentinel)."""
+    either side means "every position"."""
 
     from_pos: int | None
     to_pos: int | None

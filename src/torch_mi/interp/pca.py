@@ -5,7 +5,7 @@ residual space (D in the thousands), so the [n, n] kernel is far cheaper than th
 covariance. Each principal direction is ``Xc^T v / ||Xc^T v||`` for an eigenvector ``v``
 of ``K``. Two methods:
 
-- ``"power"`` (default, upstream parity): power iteration with deflation, seedable;
+- ``"power"`` (default): power iteration with deflation, seedable (docs/porting.md: PCA);
 - ``"eigh"``: ``torch.linalg.eigh`` on ``K``, exact.
 
 Everything is tensor ops on the input's device. The work is done in float64 (float32 on

@@ -14,9 +14,9 @@ def kl_divergence(baseline_logits: torch.Tensor, other_logits: torch.Tensor,
                   reduction: str = "sum") -> float | torch.Tensor:
     """KL(P || Q) with P = softmax(baseline), Q = softmax(other) over the last dimension.
 
-    Computed in float64 from log-softmax, with 0 * log 0 = 0 (no probability floor, unlike
-    upstream's 1e-10 cut-off). Several rows ([S, V]) are summed (``"sum"``, upstream's rule),
-    averaged (``"mean"``) or returned per row (``"none"``).
+    Computed in float64 from log-softmax, with 0 * log 0 = 0 and no probability floor
+    (docs/porting.md: KL divergence). Several rows ([S, V]) are summed (``"sum"``, the
+    default), averaged (``"mean"``) or returned per row (``"none"``).
     """
     if baseline_logits.shape != other_logits.shape:
         raise InterventionError(f"kl_divergence: shapes differ {list(baseline_logits.shape)} vs "

@@ -2,9 +2,8 @@
 then renormalise the touched rows so every pattern row still sums to one.
 
 The steered pattern is injected with ``Intervention.Replace`` at ``attn.hook_pattern``.
-``SetValue`` pins targets to ``v`` and rescales the row's other weights *proportionally*
-(upstream subtracted the same amount from every other entry, masked ones included, then
-clamped at zero); on a uniform row both rules agree.
+``SetValue`` pins targets to ``v`` and rescales the row's other weights *proportionally*,
+so entries that were zero (masked keys) stay zero (docs/porting.md: attention steering).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import MemoryReportError
 
-MIB = 1024 * 1024  # "MB" in every report means MiB (bytes / 1 048 576), as upstream
+MIB = 1024 * 1024  # "MB" in every report means MiB (bytes / 1 048 576)
 
 
 def process_rss_bytes() -> int:

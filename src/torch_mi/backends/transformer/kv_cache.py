@@ -21,7 +21,7 @@ class KVCache:
         self._len = [0] * n_layers
         self.seen_tokens = 0
 
-    # ---- seed API ---------------------------------------------------------------------
+    # ---- inspection and size limits ----------------------------------------------------
     def n_layers(self) -> int:
         return len(self._k)
 

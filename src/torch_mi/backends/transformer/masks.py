@@ -1,5 +1,5 @@
-"""Attention masks: the seed's cached causal and generation masks, and the per-call masks
-the generic transformer builds once per layer type.
+"""Attention masks: the cached causal mask, a standalone generation-mask helper, and the
+per-call masks the generic transformer builds once per layer type.
 
 Visibility rule (HF's): key slot j is visible from query slot i iff j <= i, and, on a
 sliding layer with window W, i - W < j; padded key slots are never visible. A query row

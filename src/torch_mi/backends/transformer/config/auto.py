@@ -1,7 +1,7 @@
 """Auto-config for unknown decoder-only families, and the compatibility report.
 
-Four tiers (inventory §4.7): required scalars from the config; optional scalars; layouts,
-biases and norms inferred from tensor names; and ``model_type`` fix-ups (Gemma numerics).
+Four tiers: required scalars from the config; optional scalars; layouts, biases and norms
+inferred from tensor names; and ``model_type`` fix-ups (Gemma numerics).
 For the seven known families the result equals the family translator's.
 """
 

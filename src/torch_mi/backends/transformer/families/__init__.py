@@ -46,7 +46,7 @@ ARCHITECTURES: tuple[Architecture, ...] = (
 for _architecture in ARCHITECTURES:
     register_architecture(_architecture)
 
-# The seven families of candle-mi.
+# The registered model types other than gemma3 and qwen3 (docs/porting.md: model families).
 SEED_MODEL_TYPES: tuple[str, ...] = ("gemma", "gemma2", "llama", "mistral", "phi3", "qwen2",
                                      "starcoder2")
 
