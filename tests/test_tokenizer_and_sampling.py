@@ -77,8 +77,10 @@ def test_model_metadata(loaded, tiny_models):
     assert model.device == torch.device("cpu") and model.config.model_type == "gemma"
     assert isinstance(model.backend, mi.MIBackend)
     points = model.hook_points()
-    assert len(points) == 2 + 17 * 2
-    assert points[mi.HookPoint.AttnK(0)] == ("batch", 1, "seq", 32)
+    # 5 model-wide points (embed, ln_final scale/normalized, final norm, unembed out) and 29
+    # per layer (no hook_attn_in under MQA, no post-norm or QK-norm points on Gemma 1).
+    assert len(points) == 5 + 29 * 2
+    assert points[mi.HookPoint.AttnK(0)] == ("batch", "seq", 1, 32)  # TL layout [B,S,Hkv,d]
     row = model.embedding_vector(5)
     assert torch.equal(row, model.backend.embed.weight[5])
     ids = model.encode("ab")

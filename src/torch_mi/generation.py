@@ -117,7 +117,7 @@ def generate(model: LanguageModel, prompts, max_new_tokens: int = 32, *, tempera
     return results[0] if single else results
 
 
-def _run(model, batch: _Batch, ids, mask, steps, cfg, generator, rules, hooks, recompute):
+def _run(model: LanguageModel, batch: _Batch, ids, mask, steps, cfg, generator, rules, hooks, recompute):
     padded = bool((mask == 0).any())
     state = None if recompute else model.make_state()
     step_input, all_ids = ids, ids
@@ -137,7 +137,7 @@ def _run(model, batch: _Batch, ids, mask, steps, cfg, generator, rules, hooks, r
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
 
 
-def _record(model, batch: _Batch, tokens: list[int], rules: StopRules) -> None:
+def _record(model: LanguageModel, batch: _Batch, tokens: list[int], rules: StopRules) -> None:
     for i, token in enumerate(tokens):
         if batch.done[i]:
             continue
@@ -151,7 +151,7 @@ def _record(model, batch: _Batch, tokens: list[int], rules: StopRules) -> None:
                 batch.done[i], batch.reasons[i] = True, "stop_string"
 
 
-def _result(model, prompt_ids: list[int], generated: list[int], reason: str,
+def _result(model: LanguageModel, prompt_ids: list[int], generated: list[int], reason: str,
             prompt_text: str | None, rules: StopRules) -> GenerationResult:
     tok = model.tokenizer
     if tok is None:

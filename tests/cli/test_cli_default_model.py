@@ -42,7 +42,8 @@ def test_predict_generate_attention_inspect(capsys, tmp_path):
     att = run_json(capsys, ["attention", PROMPT, "--layer", "-1", "--plot", str(tmp_path / "a.png")])
     assert att["layers"][0]["layer"] == 29 and (tmp_path / "a.png").exists()
     info = run_json(capsys, ["inspect"])
-    assert info["config"]["num_layers"] == 30 and info["hook_points_total"] == 2 + 30 * 17
+    # 5 model-wide points, 29 per layer (GQA: no hook_attn_in; no post-norms or QK-norm)
+    assert info["config"]["num_layers"] == 30 and info["hook_points_total"] == 5 + 30 * 29
 
 
 def test_knockout_steer_patch_memory(capsys, tmp_path):

@@ -31,7 +31,7 @@ def test_json_has_estimate_and_measured(cli, capsys):
     assert data["seq_len"] == 6 and data["batch"] == 1  # <s> + 5 bytes
     estimate, measured = data["estimate"], data["measured"]
     assert set(estimate["breakdown_bytes"]) == {"weights", "captures", "logits", "transient"}
-    assert estimate["num_captures"] == 2 * 17 + 2  # 17 points per layer + embed + final norm
+    assert estimate["num_captures"] == 2 * 29 + 5  # 29 points per layer (GQA) + 5 model-wide
     assert estimate["explicit_attention_layers"] == [0, 1]
     assert sum(estimate["breakdown_bytes"].values()) == estimate["total_bytes"]
     assert measured["compared_with"] == "ram" and measured["forward_peak_bytes"] >= 0

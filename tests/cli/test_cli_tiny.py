@@ -67,8 +67,8 @@ def test_attention(capsys, tiny_dir, tmp_path):
 
 def test_inspect(capsys, tiny_dir):
     data = run_json(capsys, ["inspect", "--model", tiny_dir, "--layers", "-1"])
-    assert data["config"]["model_type"] == "llama" and data["hook_points_total"] == 36
-    assert ["blocks.1.attn.hook_k", ["batch", 2, "seq", 16]] in data["hook_points"]
+    assert data["config"]["model_type"] == "llama" and data["hook_points_total"] == 2 * 29 + 5
+    assert ["blocks.1.attn.hook_k", ["batch", "seq", 2, 16]] in data["hook_points"]
     assert data["compatibility"].startswith("model is compatible")
 
 

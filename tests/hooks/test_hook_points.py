@@ -34,16 +34,26 @@ def test_every_global_variant_round_trips(variant):
 def test_seed_strings():
     assert str(HP.AttnPattern(5)) == "blocks.5.attn.hook_pattern"
     assert str(HP.AttnScores(0)) == "blocks.0.attn.hook_scores"
-    assert str(HP.MlpPre(2)) == "blocks.2.mlp.hook_pre"
+    # The seed's MlpPre/MlpPost keep their meaning under strings no TL point uses.
+    assert str(HP.MlpPre(2)) == "blocks.2.mlp.hook_in"
+    assert str(HP.MlpPost(2)) == "blocks.2.mlp.hook_out"
     assert str(HP.Embed) == "hook_embed" and str(HP.FinalNorm) == "hook_final_norm"
     assert repr(HP.ResidPost(3)) == "HookPoint.ResidPost(3)"
 
 
-def test_transformerlens_aliases_are_exact_equivalents():
-    assert HP.parse("ln_final.hook_normalized") == HP.FinalNorm
-    assert HP.parse("blocks.4.ln2.hook_normalized") == HP.MlpPre(4)
-    assert HP.parse("blocks.4.mlp.hook_in") == HP.MlpPre(4)
-    assert HP.parse("blocks.4.ln1.hook_normalized") == HP.Ln1Normalized(4)
+def test_transformerlens_strings_parse_to_the_tl_meaning():
+    # Pre-gain normalised inputs, not the norm outputs.
+    assert HP.parse("ln_final.hook_normalized") == HP.LnFinalNormalized != HP.FinalNorm
+    assert HP.parse("blocks.4.ln2.hook_normalized") == HP.Ln2Normalized(4) != HP.MlpPre(4)
+    assert HP.parse("blocks.4.ln1.hook_normalized") == HP.Ln1Normalized(4) != HP.Ln1Out(4)
+    # TL's MLP points are d_mlp wide: gate pre-activation, up projection, neurons.
+    assert HP.parse("blocks.4.mlp.hook_pre") == HP.MlpPreAct(4) != HP.MlpPre(4)
+    assert HP.parse("blocks.4.mlp.hook_pre_linear") == HP.MlpPreLinear(4)
+    assert HP.parse("blocks.4.mlp.hook_post") == HP.MlpHidden(4) != HP.MlpPost(4)
+    # Exact equivalents.
+    assert HP.parse("blocks.4.mlp.hook_hidden") == HP.MlpHidden(4)
+    assert HP.parse("unembed.hook_in") == HP.FinalNorm
+    assert HP.parse("blocks.4.attn.hook_attn_scores") == HP.AttnScoresMasked(4) != HP.AttnScores(4)
 
 
 def test_unknown_strings_parse_to_custom_points():

@@ -272,13 +272,13 @@ def test_shared_storage_is_counted_once(loaded):
     assert estimate_memory(model, same, s).captures_bytes == resid  # one tensor, two names
     chain = mi.HookSpec().capture("blocks.0.hook_resid_post", "blocks.1.hook_resid_pre")
     assert estimate_memory(model, chain, s).captures_bytes == resid
-    mlp = mi.HookSpec().capture("blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out")
+    mlp = mi.HookSpec().capture("blocks.0.mlp.hook_out", "blocks.0.hook_mlp_out")
     assert estimate_memory(model, mlp, s).captures_bytes == resid
     # q is a view of the fused QKV projection: capturing it keeps all of it alive.
     q_only = estimate_memory(model, mi.HookSpec().capture("blocks.0.attn.hook_q"), s)
     assert q_only.per_point["blocks.0.attn.hook_q"] == b * H * s * HD * 4
     assert q_only.captures_bytes == b * s * (H + 2 * HKV) * HD * 4
-    # Gemma 2 has a post-FF norm: mlp.hook_post and hook_mlp_out are two tensors there.
+    # Gemma 2 has a post-FF norm: mlp.hook_out and hook_mlp_out are two tensors there.
     gemma2 = estimate_memory(loaded["gemma2"], mlp, s)
     assert gemma2.captures_bytes == 2 * b * s * loaded["gemma2"].hidden_size * 4
 

@@ -220,8 +220,8 @@ MLP_OUT = declare_point_kind(PointKind(
 RESID_POST = declare_point_kind(PointKind(
     "ResidPost", "blocks.{layer}.hook_resid_post", doc="output of layer i [B,S,D]"))
 FINAL_NORM = declare_final_kind(PointKind(
-    "FinalNorm", "hook_final_norm", aliases=("ln_final.hook_normalized",),
-    doc="final norm output, before unembedding [B,S,D]"))
+    "FinalNorm", "hook_final_norm", aliases=("unembed.hook_in",),
+    doc="final norm output (after its gain): the unembedding's input [B,S,D]"))
 
 # Short names of the residual-stream points every backend has; analyses (logit lens,
 # patching, probing, steering vectors) take these names for "which tensor of each layer".

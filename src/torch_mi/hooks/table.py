@@ -22,11 +22,17 @@ Shape = tuple  # ints and the symbols "batch" / "seq"
 @dataclass(frozen=True)
 class PointRow:
     """``field`` is the attribute name in the backend's point records; ``shape(config)``
-    gives the tensor's shape with symbolic ``"batch"`` and ``"seq"``."""
+    gives the tensor's shape with symbolic ``"batch"`` and ``"seq"`` (a flattened dimension
+    is written ``"batch*seq*N"``); ``when(config)`` says whether a model with that config
+    has the point at all (default: always)."""
 
     field: str
     kind: PointKind
     shape: Callable[[Any], Shape]
+    when: Callable[[Any], bool] | None = None
+
+    def present(self, config: Any) -> bool:
+        return self.when is None or bool(self.when(config))
 
 
 _OWNERS: dict[str, set[str]] = {}
@@ -64,12 +70,15 @@ class PointTable:
         """Every point of a model with ``num_layers`` layers, in firing order, with shapes."""
         points: dict[HookPoint, Shape] = {}
         for row in self.before:
-            points[HookPoint(row.kind.variant)] = row.shape(config)
+            if row.present(config):
+                points[HookPoint(row.kind.variant)] = row.shape(config)
+        layer_rows = [row for row in self.per_layer if row.present(config)]
         for layer in range(num_layers):
-            for row in self.per_layer:
+            for row in layer_rows:
                 points[HookPoint(row.kind.variant, layer)] = row.shape(config)
         for row in self.after:
-            points[HookPoint(row.kind.variant)] = row.shape(config)
+            if row.present(config):
+                points[HookPoint(row.kind.variant)] = row.shape(config)
         return points
 
     def layer_points(self, layer: int) -> tuple:

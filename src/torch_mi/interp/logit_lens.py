@@ -130,7 +130,7 @@ def decode_predictions_with(pairs: Iterable[tuple[int, float]],
     return [TokenPrediction(int(i), decode(int(i)), float(p)) for i, p in pairs]
 
 
-def _layer_probs(model, resid: torch.Tensor) -> torch.Tensor:
+def _layer_probs(model: LanguageModel, resid: torch.Tensor) -> torch.Tensor:
     """Probabilities [S, V] (fp32) of one layer's residual [S, D]."""
     return torch.softmax(model.project_to_vocab(resid).float(), dim=-1)
 

@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..hooks.interventions import Intervention
 from ..hooks.points import STREAM_POINTS, HookPoint, stream_point
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
 from .results import kl_divergence
 
 PATCH_KINDS = tuple(STREAM_POINTS)  # resid_pre, resid_mid, resid_post, attn_out, mlp_out
@@ -77,7 +78,7 @@ def _metric(logits: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor | N
     return logits[rows, answers] - logits[rows, foils]
 
 
-def _encode_pairs(model, clean, corrupted):
+def _encode_pairs(model: LanguageModel, clean, corrupted):
     clean = [clean] if isinstance(clean, str) else list(clean)
     corrupted = [corrupted] if isinstance(corrupted, str) else list(corrupted)
     if len(clean) != len(corrupted) or not clean:
@@ -103,7 +104,7 @@ def _row_patch(clean_act: torch.Tensor, n_pairs: int, positions: torch.Tensor):
     return patch
 
 
-def _answer_ids(model, answer, clean_logits: torch.Tensor, n: int) -> torch.Tensor:
+def _answer_ids(model: LanguageModel, answer, clean_logits: torch.Tensor, n: int) -> torch.Tensor:
     if answer is None:
         return clean_logits.argmax(dim=-1)
     answers = [answer] * n if isinstance(answer, (str, int)) else list(answer)
@@ -112,7 +113,7 @@ def _answer_ids(model, answer, clean_logits: torch.Tensor, n: int) -> torch.Tens
     return torch.tensor(ids, device=clean_logits.device)
 
 
-def causal_trace(model, clean: str | Sequence[str], corrupted: str | Sequence[str], *,
+def causal_trace(model: LanguageModel, clean: str | Sequence[str], corrupted: str | Sequence[str], *,
                  answer=None, foil=None, kind: str = "resid_post", metric: str = "prob",
                  progress: bool = False) -> CausalTrace:
     """Patch clean activations into corrupted runs at every (layer, position)."""

@@ -20,6 +20,7 @@ import torch
 from ..errors import ConfigError, HookError, InputError
 from ..hooks.points import STREAM_POINTS, HookPoint
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
 from ..tokenizer import pad_batch
 
 PROBE_HOOKS = {**{name: kind.variant for name, kind in STREAM_POINTS.items()},
@@ -65,7 +66,7 @@ def _sklearn():
 
 
 # ---- activations ----------------------------------------------------------------------------
-def _batch(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(model: LanguageModel, inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask [n, T] from texts, id lists or an [n, S] tensor."""
     if isinstance(inputs, torch.Tensor):
         if inputs.dim() != 2 or inputs.shape[0] == 0:
@@ -109,7 +110,7 @@ def _check_position(position: Position, mask: torch.Tensor) -> None:
                          f" use a position in {-shortest}..{shortest - 1}")
 
 
-def _hook_points(model, hook_kind: str, layers: Sequence[int] | None) -> dict[int, HookPoint]:
+def _hook_points(model: LanguageModel, hook_kind: str, layers: Sequence[int] | None) -> dict[int, HookPoint]:
     if hook_kind not in PROBE_HOOKS:
         raise InputError(f"unknown hook_kind {hook_kind!r}; choose one of {sorted(PROBE_HOOKS)}")
     layers = list(range(model.num_layers)) if layers is None else [int(x) for x in layers]
@@ -120,7 +121,7 @@ def _hook_points(model, hook_kind: str, layers: Sequence[int] | None) -> dict[in
     return {layer: HookPoint(PROBE_HOOKS[hook_kind], layer) for layer in layers}
 
 
-def collect_activations(model, texts_or_ids, hook_kind: str = "resid_post",
+def collect_activations(model: LanguageModel, texts_or_ids, hook_kind: str = "resid_post",
                         position: Position = "last",
                         layers: Sequence[int] | None = None) -> dict[int, torch.Tensor]:
     """Features per layer: ``{layer: [n, D] float32 on the CPU}`` from one batched forward.
@@ -206,8 +207,9 @@ def train_probe(features, labels, kind: str = "logistic", test_size: float = 0.2
         estimator=estimator)
 
 
-def probe_layers(model, texts, labels, *, kind: str = "logistic", hook_kind: str = "resid_post",
-                 position: Position = "last", layers: Sequence[int] | None = None,
+def probe_layers(model: LanguageModel, texts, labels, *, kind: str = "logistic",
+                 hook_kind: str = "resid_post", position: Position = "last",
+                 layers: Sequence[int] | None = None,
                  test_size: float = 0.25, seed: int = 0, progress: bool | None = None,
                  **sklearn_kwargs) -> list[ProbeResult]:
     """Train one probe per layer on the same split; a progress bar shows for many layers

@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
+from ..model import LanguageModel
 from .logit_lens import LENS_HOOKS
 
 
@@ -20,7 +21,7 @@ def _point(hook: str, layer: int) -> HookPoint:
     return LENS_HOOKS[hook](layer)
 
 
-def mean_activation(model, texts: Sequence[str], layer: int, *, hook: str = "resid_post",
+def mean_activation(model: LanguageModel, texts: Sequence[str], layer: int, *, hook: str = "resid_post",
                     position: str = "last") -> torch.Tensor:
     """Mean activation [D] over prompts, at the last real token or averaged over tokens."""
     if not texts:
@@ -38,7 +39,7 @@ def mean_activation(model, texts: Sequence[str], layer: int, *, hook: str = "res
     return per_prompt.mean(dim=0)
 
 
-def mean_difference_vector(model, positive: Sequence[str], negative: Sequence[str], layer: int,
+def mean_difference_vector(model: LanguageModel, positive: Sequence[str], negative: Sequence[str], layer: int,
                            *, hook: str = "resid_post", position: str = "last") -> torch.Tensor:
     """mean(positive) - mean(negative) at one layer's residual hook: a steering vector [D]."""
     return (mean_activation(model, positive, layer, hook=hook, position=position)

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import MemoryReportError
+from ..model import LanguageModel
 from .report import MemoryReport
 from .snapshot import MemorySnapshot, as_device, process_rss_bytes, sync_and_trim_gpu
 
@@ -194,7 +195,7 @@ def track_memory(device: str | torch.device | None = None,
         tracker.stop()
 
 
-def measure_forward(model, input_ids: torch.Tensor, hooks=None, *, warmup: bool = True,
+def measure_forward(model: LanguageModel, input_ids: torch.Tensor, hooks=None, *, warmup: bool = True,
                     **options) -> MemoryReport:
     """Run ``model.forward(input_ids, hooks)`` once under :func:`track_memory` (no autograd).
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -12,8 +14,11 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 HP = mi.HookPoint
 
 
-def capture_everything(model: mi.MIModel) -> mi.HookSpec:
-    return mi.HookSpec().capture(*model.hook_points())
+def capture_everything(model: mi.MIModel, *, results: bool = False) -> mi.HookSpec:
+    """Every point; the per-head results only when asked, because hooking them makes the
+    attention output their sum (as TransformerLens does), not HF's o_proj matmul."""
+    return mi.HookSpec().capture(*(p for p in model.hook_points()
+                                   if results or p.variant != "AttnResult"))
 
 
 def test_logits_residuals_and_patterns_match_hf(variant, tiny_models, loaded):
@@ -34,9 +39,11 @@ def test_logits_residuals_and_patterns_match_hf(variant, tiny_models, loaded):
 def test_every_declared_hook_point_has_its_declared_shape(variant, tiny_models, loaded):
     tiny, model = tiny_models[variant], loaded[variant]
     batch, seq = tiny.input_ids.shape
-    cache = model.forward(tiny.input_ids, capture_everything(model))
+    cache = model.forward(tiny.input_ids, capture_everything(model, results=True))
+    sizes = {"batch": batch, "seq": seq}
     for point, shape in model.hook_points().items():
-        expected = tuple({"batch": batch, "seq": seq}.get(d, d) for d in shape)
+        expected = tuple(math.prod(sizes.get(f) or int(f) for f in d.split("*"))
+                         if isinstance(d, str) else d for d in shape)
         assert tuple(cache[point].shape) == expected, point
 
 
@@ -123,3 +130,23 @@ def test_multimodal_gemma3_checkpoint_loads_its_language_model(tmp_path):
     with torch.no_grad():
         ref = hf(input_ids=ids).logits
     torch.testing.assert_close(model.forward(ids).output(), ref, **TOL)
+
+
+def test_capturing_every_point_changes_no_number(variant, tiny_models, loaded):
+    """Captures only read: with every point captured (norm statistics, per-head inputs and
+    d_mlp-wide points included) the logits are bit-identical to the explicit path's with
+    patterns only. The one exception, the per-head results, moves them by fp32 summation
+    order alone (their sum replaces the o_proj matmul, as in TransformerLens)."""
+    tiny, model = tiny_models[variant], loaded[variant]
+    patterns = mi.HookSpec().capture(*(HP.AttnPattern(i) for i in range(model.num_layers)))
+    explicit = model.forward(tiny.input_ids, patterns).output()
+    everything = model.forward(tiny.input_ids, capture_everything(model)).output()
+    assert torch.equal(everything, explicit)
+    with_results = model.forward(tiny.input_ids, capture_everything(model, results=True))
+    scale = explicit.abs().max().item()
+    torch.testing.assert_close(with_results.output(), explicit, rtol=1e-5, atol=1e-5 * scale)
+    layer0 = with_results[HP.AttnResult(0)]  # [B,S,H,D]: their sum + bias is hook_attn_out
+    bias = model.backend.blocks[0].attn.o_proj.bias
+    attn_out = layer0.sum(dim=2) + (0 if bias is None else bias)
+    if not model.config.use_post_norms:
+        torch.testing.assert_close(attn_out, with_results[HP.AttnOut(0)], rtol=0, atol=0)

@@ -1,5 +1,5 @@
-"""Building blocks with HF's exact numerics: norms (and their cast order), activations,
-soft-caps and the two MLP shapes. Choices are made when a module is built."""
+"""Building blocks with HF's exact numerics: activations, soft-caps, the oneDNN linear and
+the two MLP shapes (norms are in ``norms``). Choices are made when a module is built."""
 
 from __future__ import annotations
 
@@ -10,62 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config.types import Activation, MlpLayout, NormType, TransformerConfig
-
-
-class RMSNorm(nn.Module):
-    """LLaMA RMSNorm: normalise in fp32, cast back, then multiply by the weight."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim), requires_grad=False)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:  # one fused kernel, same arithmetic as below
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
-class GemmaRMSNorm(nn.Module):
-    """Gemma RMSNorm: everything in fp32 with a (1 + w) weight, cast back last."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim), requires_grad=False)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 1.0 + self.weight.float()
-        if x.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), scale, self.eps)
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * scale).type_as(x)
-
-
-class LayerNorm(nn.Module):
-    """Standard LayerNorm with weight and bias (StarCoder2)."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(dim), requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(dim), requires_grad=False)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
-
-
-def make_norm(config: TransformerConfig, dim: int | None = None) -> nn.Module:
-    dim = config.hidden_size if dim is None else dim
-    if config.norm_type is NormType.LayerNorm:
-        return LayerNorm(dim, config.norm_eps)
-    if config.norm_type is NormType.GemmaRmsNorm:
-        return GemmaRMSNorm(dim, config.norm_eps)
-    return RMSNorm(dim, config.norm_eps)
+from ...hooks.runtime import HookRuntime
+from .config.types import Activation, MlpLayout, TransformerConfig
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -148,12 +94,11 @@ class GatedMLP(nn.Module):
         self.act = ACTIVATION_FNS[config.activation]
         self.intermediate_size = i
 
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """The neuron activations [B,S,I] (input of the down projection)."""
-        gate, up = self.gate_up(x).split(self.intermediate_size, dim=-1)
-        return self.act(gate) * up
-
-    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hooks: HookRuntime, p) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.intermediate_size, dim=-1)  # [B,S,I] views
+        gate = hooks.fire(p.mlp_pre_act, gate)
+        up = hooks.fire(p.mlp_pre_linear, up)
+        hidden = hooks.fire(p.mlp_hidden, self.act(gate) * up)  # [B,S,I] neurons
         return self.down(hidden)
 
 
@@ -167,11 +112,9 @@ class PlainMLP(nn.Module):
         self.fc_out = linear(i, d, bias)
         self.act = ACTIVATION_FNS[config.activation]
 
-    def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.fc_in(x))
-
-    def output(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.fc_out(hidden)
+    def forward(self, x: torch.Tensor, hooks: HookRuntime, p) -> torch.Tensor:
+        pre = hooks.fire(p.mlp_pre_act, self.fc_in(x))  # [B,S,I]
+        return self.fc_out(hooks.fire(p.mlp_hidden, self.act(pre)))
 
 
 def make_mlp(config: TransformerConfig) -> nn.Module:

@@ -21,7 +21,7 @@ and masks); in the head it includes the logits. Norm temporaries are left out: t
 smaller than the MLP stage on every supported family. Interventions are counted as making a
 new tensor of their point's size. The call is modelled without a KV cache or padding mask.
 Validated against measured peak RSS (fixed mmap threshold) on LLaMA, Gemma 2, StarCoder2
-and Qwen3 shapes in fp32 and bf16: within 4% (see tests/test_memory.py).
+and Qwen3 shapes in fp32 and bf16: within 4% (see tests/memory/test_memory.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ from ...hooks.spec import HookSpec
 from ..protocol import LayerCost
 from .config.types import MlpLayout
 
+# Norm statistics are computed in fp32 for bf16/fp16 models (as TransformerLens does).
+NORM_STATISTICS = frozenset(f"{n}{s}" for n in ("Ln1", "Ln2", "Ln1Post", "Ln2Post", "LnFinal",
+                                                  "QNorm", "KNorm")
+                            for s in ("Scale", "Normalized"))
 Key = tuple  # identifies one tensor storage: ("t"|"post"|"clone", point), ("qkv", i), ("tmp", name)
 
 
@@ -84,25 +88,26 @@ class TransformerPlan:
         hp = HookPoint
         self.explicit = tuple(
             c.attn_logit_softcapping is not None or hp.AttnScores(i) in active
-            or hp.AttnPattern(i) in active for i in range(c.num_layers))
+            or hp.AttnScoresMasked(i) in active or hp.AttnPattern(i) in active
+            for i in range(c.num_layers))
         self.order = {p: k for k, p in enumerate(self.shapes)}  # hook_points() is in firing order
         self.captured_keys = {self.key(p) for p in self.captured_points}
 
     # ---- sizes ------------------------------------------------------------------------------
     def point_bytes(self, point: HookPoint) -> int:
-        """Bytes of the tensor at ``point`` (its declared shape, batch/seq substituted)."""
+        """Bytes of the tensor at ``point`` (its declared shape, batch/seq substituted; norm
+        statistics are fp32 for lower precisions)."""
+        sizes = {"batch": self.batch, "seq": self.seq}
         dims = []
         for dim in self.shapes[point]:
-            if dim == "batch":
-                dims.append(self.batch)
-            elif dim == "seq":
-                dims.append(self.seq)
-            elif isinstance(dim, int):
-                dims.append(dim)
-            else:
+            factors = dim.split("*") if isinstance(dim, str) else [dim]
+            try:
+                dims.extend(sizes[f] if f in sizes else int(f) for f in factors)
+            except ValueError:
                 raise MemoryReportError(f"hook point '{point}' has a shape dimension {dim!r} "
-                                        f"that is neither 'batch', 'seq' nor an integer")
-        return math.prod(dims) * self.elem
+                                        f"that is neither 'batch', 'seq' nor an integer") from None
+        elem = max(self.elem, 4) if point.variant in NORM_STATISTICS else self.elem
+        return math.prod(dims) * elem
 
     @property
     def qkv_bytes(self) -> int:
@@ -110,17 +115,37 @@ class TransformerPlan:
         return self.tokens * (c.num_attention_heads + 2 * c.num_kv_heads) * c.head_dim * self.elem
 
     def key_bytes(self, key: Key) -> int:
-        return self.qkv_bytes if key[0] == "qkv" else self.point_bytes(key[1])
+        c, n, e = self.config, self.tokens, self.elem
+        if key[0] == "qkv":
+            return self.qkv_bytes
+        if key[0] == "gate_up":
+            return 2 * n * c.intermediate_size * e
+        if key[0] == "masked":
+            return n * c.num_attention_heads * self.seq * e
+        if key[0] == "logits":
+            return self.logits_bytes
+        return self.point_bytes(key[1])
 
     # ---- tensor identity ----------------------------------------------------------------------
     def base_key(self, point: HookPoint) -> Key:
         """The storage of the tensor that reaches ``point`` (before its interventions)."""
-        hp, i = HookPoint, point.layer
-        if point.variant in ("AttnQ", "AttnK", "AttnV"):
+        hp, i, v, c = HookPoint, point.layer, point.variant, self.config
+        if v in ("AttnQ", "AttnK", "AttnV"):
             return ("qkv", i)
-        if point.variant == "ResidPre":
+        if v == "ResidPre":
             return self.live_key(hp.Embed if i == 0 else hp.ResidPost(i - 1))
-        if point.variant == "MlpOut" and not self.config.use_post_norms:
+        if v in ("AttnIn", "AttnQInput", "AttnKInput", "AttnVInput"):  # views of resid_pre
+            return self.live_key(hp.ResidPre(i))
+        if v == "MlpIn":
+            return self.live_key(hp.ResidMid(i))
+        if v in ("MlpPreAct", "MlpPreLinear") and c.mlp_layout is not MlpLayout.Plain:
+            return ("gate_up", i)  # split views of one [B,S,2I] matmul output
+        if v == "AttnScoresMasked":  # the mask is added in place unless the scores are hooked
+            return ("masked", i) if hp.AttnScores(i) in self.active else self.live_key(
+                hp.AttnScores(i))
+        if v == "UnembedOut" and not c.final_logit_softcapping:
+            return ("logits",)
+        if v == "MlpOut" and not c.use_post_norms:
             return self.live_key(hp.MlpPost(i))
         return ("t", point)
 
@@ -144,8 +169,13 @@ class TransformerPlan:
     # ---- captured storage --------------------------------------------------------------------
     def created_at(self, key: Key) -> int:
         """Position in the firing order of the hook that first sees storage ``key``."""
-        point = HookPoint.AttnQ(key[1]) if key[0] == "qkv" else key[1]
-        return self.order[point]
+        first = {"qkv": HookPoint.AttnQ, "gate_up": HookPoint.MlpPreAct,
+                 "masked": HookPoint.AttnScoresMasked}
+        if key[0] in first:
+            return self.order[first[key[0]](key[1])]
+        if key[0] == "logits":
+            return self.order[HookPoint.UnembedOut]
+        return self.order[key[1]]
 
     def captured_bytes(self) -> int:
         return sum(self.key_bytes(k) for k in self.captured_keys)
@@ -178,7 +208,7 @@ class TransformerPlan:
         """Every moment of layer ``i`` worth counting, with the tensors alive then."""
         hp = HookPoint
         held = [self.base(hp.ResidPre(0)), self.base(hp.ResidPre(i)), self.live(hp.ResidPre(i))]
-        attn = [*held, self.live(hp.Ln1Normalized(i)), self.item(("qkv", i))]
+        attn = [*held, self.live(hp.Ln1Out(i)), self.item(("qkv", i))]
         attn += [self.live(p) for p in (hp.AttnQ(i), hp.AttnK(i), hp.AttnV(i))
                  if p in self.intervened]
         mlp = [*held, self.live(hp.AttnOut(i)), self.live(hp.ResidMid(i)), self.live(hp.MlpPre(i))]
@@ -220,8 +250,8 @@ class TransformerPlan:
             qk, div, tanh = _tmp("qk", sh), _tmp("div", sh), _tmp("tanh", sh)
             before = [[*stacked, qk], [qk, div], [qk, div, tanh], [qk, tanh, raw]]
         # The mask is added in place unless someone holds the pre-mask scores.
-        masked = _tmp("masked", sh) if hp.AttnScores(i) in self.active else scores
-        fill = hp.AttnScores(i) in self.intervened
+        masked = self.live(hp.AttnScoresMasked(i))
+        fill = hp.AttnScores(i) in self.intervened or hp.AttnScoresMasked(i) in self.intervened
         pattern, pattern_live = self.base(hp.AttnPattern(i)), self.live(hp.AttnPattern(i))
         if e == 4:
             soft = _tmp("softmax_fp32", sh32) if fill else pattern
@@ -243,9 +273,9 @@ class TransformerPlan:
         inner = n * c.intermediate_size * e
         hidden, hidden_live = self.base(hp.MlpHidden(i)), self.live(hp.MlpHidden(i))
         if c.mlp_layout is MlpLayout.Plain:
-            first = [_tmp("fc_in", inner), hidden]
+            first = [self.live(hp.MlpPreAct(i)), hidden]
         else:  # gate_up [B,S,2I] (split views), act(gate), act(gate) * up
-            first = [_tmp("gate_up", 2 * inner), _tmp("act", inner), hidden]
+            first = [self.item(("gate_up", i)), _tmp("act", inner), hidden]
         return [(hp.MlpPre(i), first),
                 (hp.MlpHidden(i), [hidden, hidden_live]),
                 (hp.MlpHidden(i), [hidden_live, self.base(hp.MlpPost(i))]),
@@ -262,7 +292,7 @@ class TransformerPlan:
         it); a final soft-cap adds two [B,S,V] temporaries."""
         hp, c = HookPoint, self.config
         last = self.live(hp.ResidPost(c.num_layers - 1))
-        logits = [Item(("logits",), self.logits_bytes)]
+        logits = [self.item(("logits",))]
         if c.final_logit_softcapping:
             logits += [_tmp("unembed", self.logits_bytes), _tmp("tanh", self.logits_bytes)]
         return [Stage(hp.ResidPost(c.num_layers - 1), [last, self.base(hp.FinalNorm)]),

@@ -26,8 +26,9 @@ from ..inputs import check_attention_mask, check_input_ids
 from .block import Block, ForwardContext
 from .config.types import TransformerConfig
 from .kv_cache import KVCache
-from .layers import linear, make_norm, make_softcap
+from .layers import linear, make_softcap
 from .masks import build_layer_mask
+from .norms import make_norm
 from .points import TRANSFORMER_POINTS
 from .rope import RotaryEmbedding
 
@@ -176,10 +177,13 @@ class GenericTransformer(nn.Module):
         return hooks.fire(self.model_points.embed, h)
 
     def head(self, h: torch.Tensor, hooks: HookRuntime, last_only: bool = False) -> torch.Tensor:
-        h = hooks.fire(self.model_points.final_norm, self.ln_final(h))
+        """Final norm [ln_final.*, hook_final_norm], unembedding [unembed.hook_out], soft-cap."""
+        p = self.model_points
+        h = self.ln_final.hooked(h, hooks, p.ln_final_scale, p.ln_final_normalized)
+        h = hooks.fire(p.final_norm, h)
         if last_only:
             h = h[:, -1:]
-        return self.final_softcap(self.unembed(h))
+        return self.final_softcap(hooks.fire(p.unembed_out, self.unembed(h)))
 
     # ---- analysis helpers -----------------------------------------------------------------
     def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,10 @@ from . import gemma, gemma2, gemma3, llama, mistral, phi3, qwen2, qwen3, starcod
 
 
 def _row(model_type: str, translate, **extra) -> Architecture:
+    """A GenericTransformer row; ``extra`` may override the weight map (default: HF names)."""
+    fields = {"weight_map": hf_weight_map, **extra}
     return Architecture(model_type=model_type, backend=GenericTransformer,
-                        translate_hf=translate, weight_map=hf_weight_map, **extra)
+                        translate_hf=translate, **fields)
 
 
 ARCHITECTURES: tuple[Architecture, ...] = (
