@@ -1,0 +1,1 @@
+"""Reliability catalogue: hostile inputs get typed, actionable errors; state is transactional."""
