@@ -19,8 +19,9 @@ def test_cached_equals_recompute_equals_hf_generate(variant, tiny_models, loaded
     recomputed = model.generate(prompt, 14, ignore_eos=True, recompute=True)
     assert cached.step_tokens == recomputed.step_tokens
     with torch.no_grad():
-        hf = tiny.hf.generate(torch.tensor([prompt]), max_new_tokens=14, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)
+        # A copy: dynamic RoPE remembers the longest length it saw, and tiny.hf is shared.
+        hf = tiny.hf_copy().generate(torch.tensor([prompt]), max_new_tokens=14,
+                                     do_sample=False, eos_token_id=None, pad_token_id=0)
     assert cached.step_tokens == hf[0, len(prompt):].tolist()
     assert cached.generated_tokens == 14 and cached.total_tokens == len(prompt) + 14
 

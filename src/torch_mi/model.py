@@ -12,8 +12,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from .backends.inputs import check_residual
 from .backends.protocol import MIBackend
-from .errors import ConfigError, InputError, TokenizerError
+from .errors import ConfigError, HookError, InputError, TokenizerError
 from .hooks.cache import HookCache
 from .hooks.points import HookPoint
 from .hooks.spec import HookSpec
@@ -44,6 +45,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """'auto' (CUDA if available, else CPU), 'cpu', 'cuda[:n]', 'mps' or a torch.device."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):  # torch.device(3) would mean cuda:3
+        raise ConfigError(f"device must be a string or torch.device, got {device!r}; use "
+                          f"'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -51,6 +55,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                           f"or 'mps'") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} requested but MPS is not available; use 'cpu'")
     return resolved
@@ -81,16 +88,24 @@ class MIModel:
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, *,
                         revision: str | None = None, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype | None = None) -> MIModel:
+                        dtype: str | torch.dtype | None = None,
+                        allow_nonfinite: bool = False) -> MIModel:
         """Load a Hub repo id, a local HF-layout folder, or a ``.gguf`` file.
 
-        With no ``model``, loads the embedded default (SmolLM2-135M-Instruct).
+        With no ``model``, loads the embedded default (SmolLM2-135M-Instruct). Every file is
+        checked before use (ConfigError / WeightError naming the key or tensor): the config
+        against the checkpoint and the free memory before allocating, each weight for NaN and
+        infinity after loading. ``allow_nonfinite=True`` skips only the last check, to
+        inspect a broken checkpoint.
         """
         from .loading.resolve import load_parts
 
+        if not isinstance(allow_nonfinite, bool):
+            raise ConfigError(f"allow_nonfinite must be True or False, got {allow_nonfinite!r}")
         backend, tokenizer, source = load_parts(model, revision=revision,
                                                 device=resolve_device(device),
-                                                dtype=resolve_dtype(dtype))
+                                                dtype=resolve_dtype(dtype),
+                                                allow_nonfinite=allow_nonfinite)
         return cls(backend, tokenizer, source=source)
 
     # ---- metadata -------------------------------------------------------------------------
@@ -139,13 +154,23 @@ class MIModel:
     # ---- running --------------------------------------------------------------------------
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: Any = None,
-                last_logits_only: bool = False) -> HookCache:
+                last_logits_only: bool = False, allow_long_context: bool = False) -> HookCache:
         """Run the backend: logits in ``cache.output()``, captures in the cache.
 
         ``attention_mask`` [B, past+S] (1 real, 0 padding) for left-padded batches;
-        ``state`` from :meth:`make_state` for incremental decoding (advanced in place)."""
+        ``state`` from :meth:`make_state` for incremental decoding (advanced in place; a
+        call that raises leaves it as it was). Inputs past the model's context raise
+        InputError unless ``allow_long_context=True``."""
+        if hooks is not None and not isinstance(hooks, HookSpec):
+            raise HookError(f"hooks must be a HookSpec (or None), got {type(hooks).__name__}; "
+                            f"build one with mi.HookSpec().capture(...).intervene(...)")
+        if not isinstance(allow_long_context, bool):
+            raise InputError(f"allow_long_context must be True or False, got "
+                             f"{allow_long_context!r}")
+        # Passed on only when set, so a backend without a context limit needs no such option.
+        extra = {"allow_long_context": True} if allow_long_context else {}
         return self.backend.forward(input_ids, hooks, attention_mask=attention_mask,
-                                    state=state, last_logits_only=last_logits_only)
+                                    state=state, last_logits_only=last_logits_only, **extra)
 
     def make_state(self) -> Any:
         """A fresh decoding state for ``forward(..., state=)`` (a KVCache for transformers)."""
@@ -163,6 +188,9 @@ class MIModel:
         return TextForwardResult(self.forward(ids, hooks), encoding, text)
 
     def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of residual vectors [..., D] (logit lens); InputError for a tensor of
+        another width or a non-float dtype."""
+        check_residual(hidden, self.hidden_size, "project_to_vocab")
         return self.backend.project_to_vocab(hidden)
 
     def embedding_vector(self, token_id: int) -> torch.Tensor:
@@ -170,7 +198,8 @@ class MIModel:
 
     def generate(self, prompt, max_new_tokens: int = 32, **options):
         """Generate text (see :func:`torch_mi.generation.generate` for the options:
-        temperature, top_k, top_p, seed, stop, hooks, recompute)."""
+        temperature, top_k, top_p, seed, stop, hooks, recompute, allow_long_context).
+        Every option is type- and range-checked before any work (InputError naming it)."""
         from .generation import generate
 
         return generate(self, prompt, max_new_tokens, **options)

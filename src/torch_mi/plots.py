@@ -4,9 +4,43 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def plot_path(path: str | os.PathLike, option: str = "path") -> Path:
+    """Where a figure will really be written, checked before any work.
+
+    matplotlib appends ``.png`` to a name without an image suffix, so ``--plot out`` with a
+    folder ``out`` used to write ``out.png`` and report ``out``; a FIFO would block the
+    write forever. Refused here with the resolved path: a folder, a special file, a name
+    without an image suffix, a missing parent folder."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if not isinstance(text, str) or not text:
+        raise InputError(f"{option} must be a file name such as attention.png, got {text!r}")
+    target = Path(text)
+    real = target.resolve()
+    if target.is_dir():
+        raise InputError(f"{option} {text!r} is a folder ({real}); give a file inside it, "
+                         f"e.g. {target / 'figure.png'}")
+    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+        raise InputError(f"{option} {text!r} ({real}) exists and is not a regular file; "
+                         f"give another file name")
+    if target.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{option} {text!r} has no image suffix ({', '.join(IMAGE_SUFFIXES)}); "
+                         f"matplotlib would write {real}.png instead: name the file, e.g. "
+                         f"{text}.png")
+    if not real.parent.is_dir():
+        raise InputError(f"{option} {text!r}: folder {real.parent} does not exist; create it "
+                         f"first")
+    return target
 
 
 def pyplot():
@@ -34,6 +68,7 @@ def plot_heatmap(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Se
                  annotations: Sequence[Sequence[str]] | None = None, cmap: str = "viridis",
                  vmin: float | None = None, vmax: float | None = None) -> str:
     """A labelled heatmap of ``matrix`` [rows, cols] (optionally annotated cell by cell)."""
+    target = plot_path(path)
     plt = pyplot()
     data = matrix.detach().float().cpu().numpy()
     rows, cols = data.shape
@@ -53,9 +88,9 @@ def plot_heatmap(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Se
     fig.colorbar(image, ax=ax, label=colorbar)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(target, dpi=120)
     plt.close(fig)
-    return str(path)
+    return str(target)
 
 
 def plot_logit_lens(analysis, path: str | os.PathLike) -> str:
@@ -71,6 +106,7 @@ def plot_logit_lens(analysis, path: str | os.PathLike) -> str:
 def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os.PathLike,
                    *, title: str = "") -> str:
     """Grid of per-head attention patterns [H, S, S] (query rows, key columns)."""
+    target = plot_path(path)
     plt = pyplot()
     heads = patterns.shape[0]
     cols = min(heads, 4)
@@ -90,14 +126,15 @@ def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(target, dpi=120)
     plt.close(fig)
-    return str(path)
+    return str(target)
 
 
 def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | os.PathLike, *,
                xlabel: str, ylabel: str, title: str = "") -> str:
     """A simple line plot with markers (dose-response curves)."""
+    target = plot_path(path)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(list(xs), list(ys), marker="o")
@@ -106,6 +143,6 @@ def plot_curve(xs: Sequence[float], ys: Sequence[float], path: str | os.PathLike
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(target, dpi=120)
     plt.close(fig)
-    return str(path)
+    return str(target)

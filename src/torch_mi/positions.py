@@ -15,6 +15,7 @@ post-processor has ``trim_offsets=true`` trims leading spaces out of the spans.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ class EncodingWithOffsets:
     # ---- lookups ------------------------------------------------------------------------
     def char_to_token(self, char_pos: int) -> int | None:
         """Index of the first token whose span contains ``char_pos``, or None."""
+        char_pos = _position("char_pos", char_pos)
         for i, (start, end) in enumerate(self.offsets):
             if start <= char_pos < end:
                 return i
@@ -115,6 +117,7 @@ class EncodingWithOffsets:
     def char_to_token_start(self, char_pos: int) -> int | None:
         """Index of the first token that starts at or after ``char_pos`` (zero-width
         special tokens are skipped: they have no place in the text), or None."""
+        char_pos = _position("char_pos", char_pos)
         for i, (start, end) in enumerate(self.offsets):
             if end > start and start >= char_pos:
                 return i
@@ -122,10 +125,12 @@ class EncodingWithOffsets:
 
     def char_range_to_tokens(self, start: int, end: int) -> list[int]:
         """Indices of every token overlapping the character range ``[start, end)``."""
+        start, end = _position("start", start), _position("end", end)
         return [i for i, (s, e) in enumerate(self.offsets) if e > start and s < end]
 
     def token_to_char_range(self, token_idx: int) -> tuple[int, int] | None:
         """Character span ``(start, end)`` of token ``token_idx``, or None if out of range."""
+        token_idx = _position("token_idx", token_idx)
         if 0 <= token_idx < len(self.offsets):
             return self.offsets[token_idx]
         return None
@@ -147,6 +152,14 @@ class EncodingWithOffsets:
         return labels
 
 
+def _position(name: str, value: object) -> int:
+    """An int position; InputError for floats (never truncated), bools and other types."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be an int position, got {type(value).__name__} "
+                         f"{value!r:.40}")
+    return int(value)
+
+
 def _midpoint(span: tuple[int, int]) -> int:
     return (span[0] + span[1]) // 2
 
@@ -157,8 +170,8 @@ def _as_range(span: SpanLike) -> tuple[int, int]:
     try:
         start, end = span
     except (TypeError, ValueError):
-        raise InputError(f"a span must be (start, end) or a range, got {span!r}") from None
-    return int(start), int(end)
+        raise InputError(f"a span must be (start, end) or a range, got {span!r:.60}") from None
+    return _position("span start", start), _position("span end", end)
 
 
 def convert_positions(encoding: EncodingWithOffsets,
@@ -169,6 +182,7 @@ def convert_positions(encoding: EncodingWithOffsets,
         raise InputError("cannot convert positions in an empty encoding (no tokens)")
     results = []
     for char_pos in char_positions:
+        char_pos = _position("char_positions entry", char_pos)
         exact = encoding.char_to_token(char_pos)
         idx = exact if exact is not None else encoding.char_to_token_fuzzy(char_pos)
         results.append(PositionConversion(int(char_pos), idx, encoding.tokens[idx],

@@ -21,6 +21,9 @@ def prompt_ids(model: LanguageModel, prompt: Prompt) -> torch.Tensor:
     if isinstance(prompt, str):
         return model.encode(prompt)
     if isinstance(prompt, torch.Tensor):
+        if prompt.numel() == 0:
+            raise InputError(f"empty prompt: ids of shape {list(prompt.shape)}; give at least "
+                             f"one token")
         if prompt.dim() == 2 and prompt.shape[0] != 1:
             raise InputError(f"expected one prompt, got a batch of {prompt.shape[0]} "
                              f"(ids of shape {list(prompt.shape)}); pass one row")
@@ -29,8 +32,16 @@ def prompt_ids(model: LanguageModel, prompt: Prompt) -> torch.Tensor:
         if prompt.is_floating_point() or prompt.is_complex() or prompt.dtype == torch.bool:
             raise InputError(f"prompt ids must be integers, got dtype {prompt.dtype}")
         return prompt.reshape(1, -1).to(device=model.device, dtype=torch.long)
-    if isinstance(prompt, Sequence) and all(
-            isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+    if isinstance(prompt, (list, tuple)):
+        bad = next(((i, t) for i, t in enumerate(prompt)
+                    if isinstance(t, bool) or not isinstance(t, int)), None)
+        if bad is not None:
+            raise InputError(f"prompt ids must be ints; entry {bad[0]} is "
+                             f"{type(bad[1]).__name__} {bad[1]!r:.60} (floats are refused, "
+                             f"not truncated)")
+        if any(not -(2 ** 63) <= t < 2 ** 63 for t in prompt):
+            raise InputError("prompt ids must be token ids of this model's vocabulary; one "
+                             "does not even fit in 64 bits")
         return torch.tensor([list(prompt)], dtype=torch.long, device=model.device)
     raise InputError(f"a prompt is text, a list of token ids or an id tensor; got "
                      f"{type(prompt).__name__}")
@@ -48,6 +59,10 @@ def prompt_text(model: LanguageModel, prompt: Prompt, ids: torch.Tensor) -> str:
 def prompt_rows(model: LanguageModel, prompts: Prompt | Sequence[Prompt]
                 ) -> tuple[list[list[int]], bool]:
     """(token rows, single?) for one prompt or a list of prompts (text or ids)."""
+    if prompts is None or isinstance(prompts, (bytes, bytearray, dict, set)) or not isinstance(
+            prompts, (str, torch.Tensor, list, tuple)):
+        raise InputError(f"prompt must be text, a list of token ids, an id tensor or a list of "
+                         f"those; got {type(prompts).__name__}")
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() == 2:
             return [prompt_ids(model, row)[0].tolist() for row in prompts], False
@@ -57,6 +72,6 @@ def prompt_rows(model: LanguageModel, prompts: Prompt | Sequence[Prompt]
     prompts = list(prompts)
     if not prompts:
         raise InputError("at least one prompt is needed")
-    if all(isinstance(p, int) and not isinstance(p, bool) for p in prompts):
+    if all(isinstance(p, (int, float)) for p in prompts):  # one prompt of ids (floats refused)
         return [prompt_ids(model, prompts)[0].tolist()], True
     return [prompt_ids(model, p)[0].tolist() for p in prompts], False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 
@@ -75,8 +76,9 @@ class MITokenizer:
         Shorter rows are padded (left by default, as generation needs) with the pad id
         (or the first EOS, or 0); the mask is 1 on real tokens and 0 on padding.
         """
-        if isinstance(texts, str) or not texts:
-            raise TokenizerError("encode_batch needs a non-empty list of strings")
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)) or not texts:
+            raise TokenizerError(f"encode_batch needs a non-empty list of strings, got "
+                                 f"{type(texts).__name__}")
         rows = [self._encode(t, add_special_tokens).ids for t in texts]
         return pad_batch(rows, self.padding_id, padding_side)
 
@@ -88,20 +90,48 @@ class MITokenizer:
 
     # ---- decoding -------------------------------------------------------------------------
     def decode(self, ids) -> str:
-        """Text of ``ids`` (special tokens kept)."""
-        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+        """Text of ``ids`` (special tokens kept): a flat list or 1-D tensor of integer ids;
+        floats are refused, never truncated."""
+        ids = self._id_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise TokenizerError(f"token ids {bad[:5]} are outside the vocabulary "
                                  f"(0..{self.vocab_size - 1})")
         return self.inner.decode(ids, skip_special_tokens=False)
 
+    @staticmethod
+    def _id_list(ids) -> list[int]:
+        """``ids`` as a list of Python ints; TokenizerError naming the first bad entry."""
+        if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                raise TokenizerError(f"decode needs integer token ids, got a tensor of dtype "
+                                     f"{ids.dtype}; floats are refused, not truncated")
+            if ids.dim() > 1:
+                raise TokenizerError(f"decode needs a flat list of ids, got a tensor of shape "
+                                     f"{list(ids.shape)}; decode one row at a time")
+            return [int(i) for i in ids.reshape(-1).tolist()]
+        if hasattr(ids, "tolist") and not isinstance(ids, (str, bytes)):  # numpy arrays
+            ids = ids.tolist()
+            ids = ids if isinstance(ids, list) else [ids]
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, range)):
+            raise TokenizerError(f"decode needs a list of int token ids, got "
+                                 f"{type(ids).__name__}")
+        for i, value in enumerate(ids):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TokenizerError(f"decode needs int token ids; entry {i} is "
+                                     f"{type(value).__name__} {value!r:.40} (floats are "
+                                     f"refused, not truncated)")
+        return [int(i) for i in ids]
+
     def decode_token(self, token_id: int) -> str:
-        return self.decode([int(token_id)])
+        return self.decode([token_id])
 
     def id_to_token(self, token_id: int) -> str | None:
         """The raw vocabulary string of a token (e.g. 'ĠParis'), or None."""
-        return self.inner.id_to_token(int(token_id))
+        (token_id,) = self._id_list([token_id])
+        if not 0 <= token_id < self.vocab_size:
+            return None
+        return self.inner.id_to_token(token_id)
 
     @property
     def vocab_size(self) -> int:
@@ -114,6 +144,9 @@ class MITokenizer:
         Tries ``" " + word`` then ``word`` without special tokens: if either is exactly one
         token, that id is returned; otherwise the last id of the spaced encoding.
         """
+        if not isinstance(word, str) or not word:
+            raise TokenizerError(f"find_token_id needs a non-empty word, got {word!r:.40}; an "
+                                 f"empty target would silently pick some token")
         spaced = self.encode_raw(" " + word)
         if len(spaced) == 1:
             return spaced[0]
@@ -132,6 +165,8 @@ def pad_batch(rows: list[list[int]], pad_id: int, side: str = "left"):
     """Stack token rows of unequal length into padded ``(ids, mask)`` tensors [B, T]."""
     if side not in ("left", "right"):
         raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
+    if not rows:
+        raise TokenizerError("pad_batch needs at least one row of token ids")
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -9,6 +9,7 @@ last visit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -59,6 +60,11 @@ class LoopSpec:
         return self
 
     def validate(self, n_layers: int, seq_len: int, d_model: int) -> None:
+        for name in ("loop_start", "loop_end", "depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InterventionError(f"LoopSpec.{name} must be an int, got "
+                                        f"{type(value).__name__} {value!r:.40}")
         if self.depth < 1:
             raise InterventionError(f"loop depth must be >= 1, got {self.depth}")
         if self.loop_start > self.loop_end:
@@ -67,6 +73,7 @@ class LoopSpec:
             raise InterventionError(f"loop {self.loop_start}..={self.loop_end} outside the "
                                     f"model's {n_layers} layers (0..{n_layers - 1})")
         for entry in self.feedback:
+            _check_feedback(entry)
             if not 0 <= entry.position < seq_len:
                 raise InterventionError(f"feedback position {entry.position} outside a sequence "
                                         f"of {seq_len} tokens")
@@ -82,6 +89,28 @@ class LoopSpec:
         for entry in self.feedback:
             delta[0, entry.position] += entry.strength * entry.vector.reshape(-1).float().to(device)
         return delta.to(dtype)
+
+
+def _check_feedback(entry: LoopFeedback) -> None:
+    """InterventionError for a feedback entry that is not an int position, a finite float
+    vector and a finite strength (a NaN nudge would silently poison every extra pass)."""
+    if isinstance(entry.position, bool) or not isinstance(entry.position, int):
+        raise InterventionError(f"feedback position must be an int, got {entry.position!r:.40}")
+    vector = entry.vector
+    if not isinstance(vector, torch.Tensor) or not vector.is_floating_point():
+        raise InterventionError(f"feedback vector must be a float tensor [D], got "
+                                f"{type(vector).__name__}")
+    if not bool(torch.isfinite(vector).all()):
+        raise InterventionError("feedback vector holds NaN or inf values")
+    strength = entry.strength
+    try:
+        finite = isinstance(strength, (int, float)) and not isinstance(strength, bool) \
+            and math.isfinite(strength)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise InterventionError(f"feedback strength must be a finite number, got "
+                                f"{strength!r:.40}")
 
 
 def _block_loop(model: MIBackend) -> BlockLoop:

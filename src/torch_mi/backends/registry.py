@@ -155,6 +155,9 @@ def resolve_hf(hf: dict, tensor_names: Sequence[str] | None = None) -> tuple[Arc
     model_type = hf.get("model_type") if isinstance(hf, dict) else None
     if not model_type:
         raise ConfigError("config.json has no 'model_type'; it is needed to pick the family")
+    if not isinstance(model_type, str):
+        raise ConfigError(f"config.json's 'model_type' must be a string naming the family, got "
+                          f"{model_type!r}; supported: {', '.join(supported_model_types())}")
     row = _ROWS.get(model_type)
     if row is not None:
         return row, row.translate_hf(hf)

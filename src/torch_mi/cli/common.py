@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -34,8 +37,40 @@ def load_model(args: argparse.Namespace):
                                        dtype=args.dtype)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` as strict JSON data: NaN and infinities become null (JSON has no such
+    numbers; Python's json would print a bare ``NaN`` that other parsers reject), tuples
+    lists, paths and enums their text, tensors and numpy scalars plain numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Enum):
+        return json_safe(value.value)
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
+        return json_safe(value.tolist())
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    """Print ``data`` as strict JSON (``allow_nan=False`` is the last guard)."""
+    text = json.dumps(json_safe(data), ensure_ascii=False, indent=2, allow_nan=False)
+    sys.stdout.write(text + "\n")
+
+
+def checked_plot(args: argparse.Namespace) -> str | None:
+    """The ``--plot`` file name, checked before the model loads (see ``plots.plot_path``)."""
+    if getattr(args, "plot", None) is None:
+        return None
+    from ..plots import plot_path
+
+    return str(plot_path(args.plot, "--plot"))
 
 
 def shown(token: str) -> str:
@@ -48,10 +83,10 @@ def parse_layer(value: str | None, n_layers: int, default: int | None = None) ->
         if default is None:
             raise InputError("a layer index is required (--layer)")
         return default
-    try:
-        layer = int(value)
-    except ValueError:
-        raise InputError(f"--layer must be an integer, got {value!r}") from None
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
+        raise InputError(f"--layer must be an integer such as 3 or -1, got {value!r}")
+    layer = int(value)
     if layer < 0:
         layer += n_layers
     if not 0 <= layer < n_layers:

@@ -1,27 +1,50 @@
-"""Entry point of ``torch-mi``: parse, dispatch, and turn every expected failure into one
-line on stderr with a non-zero exit code (never a traceback)."""
+"""Entry point of ``torch-mi``: parse, dispatch, and turn every failure into one line on
+stderr with a non-zero exit code: 2 for a usage error (unknown option, a value of the wrong
+type), 1 for everything else, expected or not. ``--debug`` adds the traceback."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 
 from ..errors import MIError
 
 COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
             "download", "memory")
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="torch-mi",
-        description="Mechanistic interpretability for language models (PyTorch).")
-    parser.add_argument("--verbose", action="store_true", help="show full error details")
+class UsageError(Exception):
+    """An argparse usage error, raised instead of argparse's print-usage-and-exit."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (with the --help hint), not a usage
+    block plus ``SystemExit``; subcommand parsers inherit this class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _add_flags(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--verbose", action="store_true", default=default,
+                        help="show every line of an error message (one line by default)")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="show the Python traceback of an error")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="torch-mi",
+                    description="Mechanistic interpretability for language models (PyTorch).")
+    _add_flags(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f".commands.{name}", __package__)
         module.register(sub)
+    for subparser in sub.choices.values():  # also after the command: torch-mi lens x --debug
+        _add_flags(subparser, argparse.SUPPRESS)
     return parser
 
 
@@ -33,21 +56,40 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] + more
 
 
+def _report(args: argparse.Namespace, exc: BaseException) -> int:
+    """Write the failure as one line (after the traceback with --debug); the exit code."""
+    if args.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
+        sys.stderr.write("torch-mi: interrupted\n")
+        return EXIT_INTERRUPTED
+    detail = str(exc).strip() if args.verbose else _one_line(exc)
+    if isinstance(exc, (MIError, OSError)):
+        sys.stderr.write(f"torch-mi {args.command}: error: {detail}\n")
+    else:  # a bug in torch-mi or below it: still one line, and how to see more
+        hint = "" if args.debug else "; rerun with --debug for the traceback"
+        sys.stderr.write(f"torch-mi {args.command}: internal error "
+                         f"({type(exc).__name__}): {detail}{hint}\n")
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the process exit code (0 success, 1 failure, 2 usage, 130 ^C)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help printed its text
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.run(args) or 0)
-    except (MIError, OSError, ValueError) as exc:
-        detail = str(exc) if args.verbose else _one_line(exc)
-        sys.stderr.write(f"torch-mi {args.command}: error: {detail}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write("torch-mi: interrupted\n")
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:  # every failure ends as one line
+        return _report(args, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,7 +56,10 @@ class HookCache(Mapping):
     def __contains__(self, point: object) -> bool:
         if not isinstance(point, (HookPoint, str)):
             return False
-        return as_point(point) in self._store
+        try:
+            return as_point(point) in self._store
+        except HookError:  # "" names no point: not contained, never an exception
+            return False
 
     def __iter__(self) -> Iterator[HookPoint]:
         return iter(self._store)

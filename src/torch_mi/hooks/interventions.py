@@ -12,11 +12,13 @@ The built-in kinds are reachable as ``Intervention.Replace(t)``, ``Intervention.
 ``Intervention.Knockout(mask)``, ``Intervention.Scale(f)``, ``Intervention.Apply(fn)`` and
 the value ``Intervention.Zero``. Payloads are checked against the activation they meet; a
 mismatch raises :class:`~torch_mi.errors.InterventionError` naming the hook, the expected
-shape and the shape it got.
+shape and the shape it got. Whatever an intervention returns is checked at its point
+(:func:`check_result`): a tensor of the activation's shape, dtype and device.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,7 +27,7 @@ import torch
 
 from ..errors import InterventionError
 from .call import ForwardCall
-from .points import HookPoint
+from .points import HookPoint, point_kinds, shown
 
 ApplyFn = Callable[[torch.Tensor, HookPoint], torch.Tensor]
 
@@ -63,17 +65,69 @@ def _require_tensor(kind: str, value: object) -> torch.Tensor:
 
 
 def fit_payload(kind: str, payload: torch.Tensor, tensor: torch.Tensor,
-                point: HookPoint) -> torch.Tensor:
-    """``payload`` checked to broadcast to ``tensor`` and moved to its device and dtype."""
+                point: HookPoint, neg_inf_ok: bool | None = None) -> torch.Tensor:
+    """``payload`` checked to broadcast to ``tensor``, moved to its device and dtype, and
+    checked to hold no NaN or inf after that cast (``-inf`` is allowed where ``neg_inf_ok``;
+    by default at kinds that hold -inf by design, the attention scores)."""
     if not _broadcasts_to(payload.shape, tensor.shape):
         raise InterventionError(
             f"Intervention.{kind} at {point}: payload of shape {list(payload.shape)} does "
             f"not fit the activation of shape {list(tensor.shape)}; give a tensor of that "
             f"shape or one that broadcasts to it"
         )
+    if payload.is_complex() and not tensor.is_complex():
+        raise InterventionError(f"Intervention.{kind} at {point}: the payload is complex "
+                                f"({payload.dtype}); the activation is real ({tensor.dtype})")
     if payload.device != tensor.device or payload.dtype != tensor.dtype:
         payload = payload.to(device=tensor.device, dtype=tensor.dtype)
+    if neg_inf_ok is None:
+        known = point_kinds().get(point.variant)
+        neg_inf_ok = known is not None and known.neg_inf_ok
+    _require_finite_payload(f"Intervention.{kind} at {point}", payload, neg_inf_ok)
     return payload
+
+
+def _require_finite_payload(label: str, payload: torch.Tensor, neg_inf_ok: bool) -> None:
+    if not payload.is_floating_point():
+        return
+    bad = torch.isnan(payload) | torch.isposinf(payload)
+    if not neg_inf_ok:
+        bad = bad | torch.isneginf(payload)
+    if not bool(bad.any()):
+        return
+    first = bad.nonzero()[0].tolist()
+    allowed = "finite values and -inf" if neg_inf_ok else "finite values"
+    raise InterventionError(
+        f"{label}: the payload holds {int(bad.sum())} NaN/inf "
+        f"value(s) in {payload.dtype} (first at index {first}, value "
+        f"{float(payload[tuple(first)])}); it may hold only {allowed}. A large finite value "
+        f"can overflow to inf when cast to the activation's dtype")
+
+
+def check_result(intervention: Intervention, point: HookPoint, before: torch.Tensor,
+                 result: object) -> torch.Tensor:
+    """``result`` if it is a tensor of ``before``'s shape, dtype and device; otherwise an
+    InterventionError at this point (not a matmul error layers later)."""
+    if result is before:
+        return result
+    name = shown(intervention)
+    if not isinstance(result, torch.Tensor):
+        raise InterventionError(
+            f"{name} at {point}: returned {type(result).__name__}, expected a tensor of shape "
+            f"{list(before.shape)}, dtype {before.dtype}, device {before.device}")
+    if result.shape != before.shape:
+        raise InterventionError(
+            f"{name} at {point}: returned shape {list(result.shape)}, expected "
+            f"{list(before.shape)} (the activation's shape)")
+    if result.dtype != before.dtype:
+        raise InterventionError(
+            f"{name} at {point}: returned dtype {result.dtype}, expected {before.dtype} (the "
+            f"activation's dtype); return result.to(tensor.dtype)")
+    if result.device != before.device:
+        raise InterventionError(
+            f"{name} at {point}: returned a tensor on {result.device}, expected "
+            f"{before.device} (the activation's device); return result.to(tensor.device)")
+    return result
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,7 +162,18 @@ class Add(_TensorPayload):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Knockout(_TensorPayload):
-    """Add an additive mask (0 keep / -inf drop) to pre-softmax scores [B,H,Sq,Sk]."""
+    """Add an additive mask (0 keep / -inf drop) to pre-softmax scores [B,H,Sq,Sk].
+
+    The mask may hold finite values and -inf only: +inf or NaN would turn whole pattern
+    rows into NaN (checked when built and again after the cast to the scores' dtype)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.tensor.is_floating_point():
+            raise InterventionError(
+                f"Intervention.Knockout: the mask must be floating point (0 keep, -inf drop), "
+                f"got {self.tensor.dtype}")
+        _require_finite_payload("Intervention.Knockout", self.tensor, True)
 
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         if point.variant != "AttnScores":
@@ -116,12 +181,7 @@ class Knockout(_TensorPayload):
                 f"Intervention.Knockout at {point}: knockout masks act on pre-softmax scores; "
                 f"use blocks.{point.layer}.attn.hook_scores (HookPoint.AttnScores)"
             )
-        if not self.tensor.is_floating_point():
-            raise InterventionError(
-                f"Intervention.Knockout at {point}: the mask must be floating point "
-                f"(0 keep, -inf drop), got {self.tensor.dtype}"
-            )
-        return tensor + fit_payload("Knockout", self.tensor, tensor, point)
+        return tensor + fit_payload("Knockout", self.tensor, tensor, point, neg_inf_ok=True)
 
 
 @dataclass(frozen=True)
@@ -132,8 +192,15 @@ class Scale(Intervention):
 
     def __post_init__(self) -> None:
         if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)):
-            raise InterventionError(f"Intervention.Scale needs a number, got {self.factor!r}")
-        object.__setattr__(self, "factor", float(self.factor))
+            raise InterventionError(f"Intervention.Scale needs a number, got {shown(self.factor)}")
+        try:
+            factor = float(self.factor)
+        except OverflowError:
+            factor = math.inf
+        if not math.isfinite(factor):
+            raise InterventionError(f"Intervention.Scale needs a finite factor, got "
+                                    f"{shown(self.factor)}; use Intervention.Zero for zero")
+        object.__setattr__(self, "factor", factor)
 
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         return tensor * self.factor
@@ -155,7 +222,8 @@ class Zero(Intervention):
 
 @dataclass(frozen=True)
 class Apply(Intervention):
-    """Call ``fn(tensor, hook_point)`` and use its result (same shape required)."""
+    """Call ``fn(tensor, hook_point)`` and use its result (same shape, dtype and device
+    required; checked by the runtime at this point)."""
 
     fn: ApplyFn
     mutates_input: ClassVar[bool] = True  # a user function may write into its input
@@ -166,20 +234,11 @@ class Apply(Intervention):
 
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         result: Any = self.fn(tensor, point)
-        if not isinstance(result, torch.Tensor):
-            raise InterventionError(
-                f"Intervention.Apply at {point}: the function returned {type(result).__name__}, "
-                f"expected a tensor of shape {list(tensor.shape)}"
-            )
-        if result.shape != tensor.shape:
-            raise InterventionError(
-                f"Intervention.Apply at {point}: the function returned shape {list(result.shape)}, "
-                f"expected {list(tensor.shape)}"
-            )
-        return result
+        return check_result(self, point, tensor, result)
 
     def __repr__(self) -> str:
-        return f"Intervention.Apply({self.fn!r})"
+        name = getattr(self.fn, "__qualname__", None) or type(self.fn).__name__
+        return f"Intervention.Apply({name})"
 
 
 Intervention.Replace = Replace

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ..errors import HookError
+
 _LAYER = "{layer}"
 _LAYER_PREFIX = "blocks.{layer}."
 
@@ -28,12 +30,15 @@ class PointKind:
 
     ``template`` is the full string with ``{layer}`` for per-layer kinds
     (``"blocks.{layer}.hook_resid_pre"``) or a fixed string (``"hook_embed"``); ``aliases``
-    are other spellings that mean exactly the same tensor."""
+    are other spellings that mean exactly the same tensor. ``neg_inf_ok`` marks kinds whose
+    tensor holds ``-inf`` by design (masked attention scores): ``HookSpec(check_finite=True)``
+    and payload checks accept ``-inf`` there and still refuse NaN and +inf."""
 
     variant: str
     template: str
     aliases: tuple[str, ...] = ()
     doc: str = ""
+    neg_inf_ok: bool = False
 
     @property
     def per_layer(self) -> bool:
@@ -46,7 +51,32 @@ class PointKind:
 _KINDS: dict[str, PointKind] = {}
 _BY_SUFFIX: dict[str, str] = {}  # per-layer: text after "blocks.{i}." -> variant
 _BY_STRING: dict[str, str] = {}  # model-wide: full string -> variant
-_LAYER_RE = re.compile(r"^blocks\.(0|[1-9][0-9]*)\.(.+)$", re.ASCII)
+# A layer number is canonical ASCII (no sign, no leading zero) and at most MAX_LAYER_DIGITS
+# long; anything else is not a layer number (Python's int() would accept "01", "١" and
+# fail on 5,000 digits).
+MAX_LAYER_DIGITS = 9
+_LAYER_RE = re.compile(rf"^blocks\.(0|[1-9][0-9]{{0,{MAX_LAYER_DIGITS - 1}}})\.(.+)$", re.ASCII)
+_ANY_LAYER_RE = re.compile(r"^blocks\.([^.]*)\.(.+)$", re.DOTALL)
+_SHOWN = 80  # characters of a hostile string quoted in a message
+
+
+class HookTypeError(HookError, TypeError):
+    """A hook point was given as a value of the wrong type (also a TypeError, so code that
+    catches TypeError from the constructors keeps working)."""
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for a message, shortened when long (and safe for huge ints, whose
+    repr raises past 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _short_int(value)
+    if isinstance(value, str) and len(value) > _SHOWN:
+        return repr(value[:_SHOWN]) + f"... ({len(value)} characters)"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 def _suffix(template: str) -> str:
@@ -112,14 +142,11 @@ class HookPoint:
         if variant == "Custom":
             text = _custom
         else:
-            kind = _KINDS.get(variant)
+            kind = _KINDS.get(variant) if isinstance(variant, str) else None
             if kind is None:
-                raise ValueError(f"unknown hook variant {variant!r}")
-            if kind.per_layer:
-                if not isinstance(layer, int) or isinstance(layer, bool):
-                    raise TypeError(f"HookPoint.{variant} needs an integer layer, got {layer!r}")
-            elif layer is not None:
-                raise TypeError(f"HookPoint.{variant} has no layer, got {layer!r}")
+                raise HookError(f"unknown hook variant {variant!r}; declared kinds: "
+                                f"{', '.join(_KINDS)}")
+            _check_layer(kind, layer)
             text = kind.string(layer)
         object.__setattr__(self, "variant", variant)
         object.__setattr__(self, "layer", layer)
@@ -132,8 +159,12 @@ class HookPoint:
     @classmethod
     def Custom(cls, name: str) -> HookPoint:
         """A backend-declared point with a free-form name (validated against the model)."""
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"HookPoint.Custom needs a non-empty string, got {name!r}")
+        if not isinstance(name, str):
+            raise HookTypeError(f"HookPoint.Custom needs a non-empty string, got "
+                                f"{type(name).__name__} {name!r}")
+        if not name.strip():
+            raise HookTypeError(f"HookPoint.Custom needs a non-empty string, got {name!r}; "
+                                f"see model.hook_points() for the valid names")
         return cls("Custom", None, _custom=name)
 
     # ---- string round trip ----------------------------------------------------------------
@@ -148,8 +179,13 @@ class HookPoint:
         if isinstance(text, HookPoint):
             return text
         if not isinstance(text, str):
-            raise TypeError(f"hook point must be a HookPoint or a string, got {type(text).__name__}")
+            raise HookError(f"a hook point must be a HookPoint or its string (e.g. "
+                            f"'blocks.0.hook_resid_post'), got {type(text).__name__} "
+                            f"{shown(text)}")
         text = text.strip()
+        if not text:
+            raise HookError("empty hook point string: name a point such as "
+                            "'blocks.0.hook_resid_post' (model.hook_points() lists them all)")
         if text in _BY_STRING:
             return getattr(cls, _BY_STRING[text])
         match = _LAYER_RE.match(text)
@@ -178,7 +214,10 @@ class HookPoint:
         if isinstance(other, HookPoint):
             return self._str == other._str
         if isinstance(other, str):
-            return self._str == HookPoint.parse(other)._str
+            try:
+                return self._str == HookPoint.parse(other)._str
+            except HookError:  # "" names no point: unequal, never an exception
+                return False
         return NotImplemented
 
     def _sort_key(self) -> tuple[int, int, str]:
@@ -195,6 +234,40 @@ class HookPoint:
 
     def __reduce__(self):  # pickling/copy support for an immutable slotted class
         return (HookPoint.parse, (self._str,))
+
+
+def _check_layer(kind: PointKind, layer: object) -> None:
+    """HookTypeError unless a per-layer kind gets an int that fits a layer number (and a
+    model-wide kind gets None)."""
+    if not kind.per_layer:
+        if layer is not None:
+            raise HookTypeError(f"HookPoint.{kind.variant} has no layer, got {shown(layer)}")
+        return
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise HookTypeError(f"HookPoint.{kind.variant} needs an integer layer, got "
+                            f"{type(layer).__name__} {shown(layer)}")
+    if abs(layer) >= 10 ** MAX_LAYER_DIGITS:
+        raise HookTypeError(f"HookPoint.{kind.variant}: layer {_short_int(layer)} is out of "
+                            f"range for any model; give a layer index 0..num_layers - 1")
+
+
+def _short_int(value: int) -> str:
+    """An int for a message without converting thousands of digits."""
+    if abs(value) < 10 ** 30:
+        return str(value)
+    return f"{'-' if value < 0 else ''}~2**{abs(value).bit_length() - 1}"
+
+
+def layer_hint(point: HookPoint) -> str:
+    """For a Custom point spelled like a per-layer point with a non-canonical layer number
+    (``blocks.01.``, ``blocks.١.``, 5,000 digits), say how to write it; else ""."""
+    match = _ANY_LAYER_RE.match(point._str)
+    if not point.is_custom or match is None or match.group(2) not in _BY_SUFFIX:
+        return ""
+    number = match.group(1)
+    return (f" The layer number {shown(number)} is not canonical: write layers with ASCII "
+            f"digits 0-9, no sign, no leading zeros and at most {MAX_LAYER_DIGITS} digits "
+            f"(e.g. 'blocks.1.{match.group(2)}').")
 
 
 # Model-wide kinds that come after the blocks (sorting puts them last).
@@ -232,9 +305,9 @@ STREAM_POINTS: dict[str, PointKind] = {
 
 
 def stream_point(name: str, layer: int) -> HookPoint:
-    """``stream_point("resid_post", 3) == HookPoint.ResidPost(3)``; ValueError otherwise."""
-    if name not in STREAM_POINTS:
-        raise ValueError(f"unknown stream point {name!r}; choose one of {sorted(STREAM_POINTS)}")
+    """``stream_point("resid_post", 3) == HookPoint.ResidPost(3)``; HookError otherwise."""
+    if not isinstance(name, str) or name not in STREAM_POINTS:
+        raise HookError(f"unknown stream point {name!r}; choose one of {sorted(STREAM_POINTS)}")
     return HookPoint(STREAM_POINTS[name].variant, layer)
 
 

@@ -4,6 +4,11 @@ A :class:`HookRuntime` is built at the start of a forward from the caller's Hook
 checking every point (and every backend spec) against the model. An empty spec gets
 :data:`NO_HOOKS`, whose ``fire`` returns its argument untouched: no clone, no allocation,
 no dictionary entry.
+
+Every intervention's result is checked at the point that produced it (a tensor of the
+activation's shape, dtype and device), so a bad result is reported there and not as a
+matmul error layers later. With ``HookSpec(check_finite=True)`` every fired tensor is also
+checked for NaN/inf (see :mod:`torch_mi.hooks.finite`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import torch
 from ..errors import HookError, did_you_mean
 from .cache import HookCache
 from .call import ForwardCall
-from .interventions import Intervention
-from .points import HookPoint
+from .finite import FiniteChecker
+from .interventions import Intervention, check_result
+from .points import HookPoint, layer_hint, shown
 from .spec import HookSpec
 
 
@@ -34,8 +40,12 @@ class _Site:
 class HookRuntime:
     """Dispatches captures and interventions for one forward call."""
 
+    check_finite = False  # True when a FiniteChecker watches every fired tensor
+
     def __init__(self, spec: HookSpec, cache: HookCache) -> None:
         self.call = ForwardCall(cache, spec.keep_grad, dict(spec.backend_specs()))
+        self._finite = FiniteChecker() if spec.check_finite else None
+        self.check_finite = self._finite is not None
         sites: dict[HookPoint, _Site] = {}
         for point in spec.captures():
             sites.setdefault(point, _Site()).capture = True
@@ -66,6 +76,9 @@ class HookRuntime:
     def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
         """Capture, then apply this point's interventions in registration order."""
         site = self._sites.get(point)
+        finite = self._finite
+        if finite is not None:
+            finite.check(point, tensor)
         if site is None:
             return tensor
         call = self.call
@@ -73,8 +86,17 @@ class HookRuntime:
             kept = tensor if call.keep_grad else tensor.detach()
             call.cache.store(point, kept.clone() if site.clone and site.interventions else kept)
         for intervention in site.interventions:
-            tensor = intervention.apply(tensor, point, call)
+            result = intervention.apply(tensor, point, call)
+            tensor = check_result(intervention, point, tensor, result)
+            if finite is not None:
+                finite.check_intervention(point, intervention, tensor)
         return tensor
+
+    def require_finite(self, point: HookPoint, tensor: torch.Tensor, what: str) -> None:
+        """With check_finite, HookError if ``tensor`` (a side input of ``point``, such as
+        the keys a KV cache holds from earlier calls) is not finite; otherwise nothing."""
+        if self._finite is not None:
+            self._finite.check(point, tensor, what)
 
 
 class _NoHooks(HookRuntime):
@@ -83,6 +105,7 @@ class _NoHooks(HookRuntime):
     def __init__(self) -> None:  # no spec, no cache, no sites
         self.call = ForwardCall(HookCache(), False)
         self._sites = {}
+        self._finite = None
 
     def is_active(self, point: HookPoint) -> bool:
         return False
@@ -92,6 +115,9 @@ class _NoHooks(HookRuntime):
 
     def fire(self, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
+
+    def require_finite(self, point: HookPoint, tensor: torch.Tensor, what: str) -> None:
+        return None
 
 
 NO_HOOKS: HookRuntime = _NoHooks()
@@ -118,14 +144,21 @@ def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int,
                 f"hook point '{point}': layer {point.layer} is out of range; this model has "
                 f"{num_layers} layers (0..{num_layers - 1})"
             )
-        names = [str(p) for p in valid]
         if point.layer is not None:
             what = f"this model has no '{point}' ({point.variant} is not computed by this backend)"
         else:
-            what = f"unknown hook point '{point}'"
-        raise HookError(
-            what + "." + did_you_mean(str(point), names) + " See model.hook_points() for the list."
-        )
+            what = f"unknown hook point {shown(str(point))}"
+        raise HookError(what + "." + (layer_hint(point) or _suggest(point, valid))
+                        + " See model.hook_points() for the list.")
+
+
+def _suggest(point: HookPoint, valid: Collection[HookPoint]) -> str:
+    """Close matches among the valid names (none for very long strings: difflib's cost
+    grows with the product of the lengths)."""
+    text = str(point)
+    if len(text) > 200:
+        return ""
+    return did_you_mean(text, [str(p) for p in valid])
 
 
 def make_runtime(spec: HookSpec | None, valid: Collection[HookPoint], num_layers: int,
@@ -135,7 +168,8 @@ def make_runtime(spec: HookSpec | None, valid: Collection[HookPoint], num_layers
     if spec is None:
         return NO_HOOKS, cache
     if not isinstance(spec, HookSpec):
-        raise HookError(f"hooks must be a HookSpec, got {type(spec).__name__}")
+        raise HookError(f"hooks must be a HookSpec (or None), got {type(spec).__name__}; "
+                        f"build one with mi.HookSpec().capture(...).intervene(...)")
     if spec.is_empty():
         return NO_HOOKS, cache
     validate_spec(spec, valid, num_layers, honours)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from ..errors import InterventionError
+from ..errors import HookError, InterventionError
 from .interventions import Intervention
-from .points import HookLike, HookPoint, as_point
+from .points import HookLike, HookPoint, as_point, shown
 from .state import StateKnockoutSpec, StateSteeringSpec
 
 STATE_KNOCKOUT = "state_knockout"
@@ -28,26 +28,37 @@ class HookSpec:
     Args:
         keep_grad: keep the autograd graph on captured tensors (default: captures are
             detached, so a cache never pins a graph in memory).
+        check_finite: stop the forward with HookError at the first hook point whose
+            tensor holds NaN or inf, naming the point and its layer (InterventionError if
+            an intervention made it so). Costs one reduction per hook point; off by default.
     """
 
-    def __init__(self, *, keep_grad: bool = False) -> None:
+    def __init__(self, *, keep_grad: bool = False, check_finite: bool = False) -> None:
+        for name, value in (("keep_grad", keep_grad), ("check_finite", check_finite)):
+            if not isinstance(value, bool):
+                raise HookError(f"HookSpec({name}=...) must be True or False, got "
+                                f"{type(value).__name__} {shown(value)}")
         self._captures: dict[HookPoint, None] = {}
         self._interventions: list[tuple[HookPoint, Intervention]] = []
         self._backend_specs: dict[str, object] = {}
         self.keep_grad = keep_grad
+        self.check_finite = check_finite
 
     # ---- builders -------------------------------------------------------------------------
     def capture(self, *points: HookLike) -> HookSpec:
-        """Record the tensor at each point (strings or HookPoints)."""
-        for point in points:
-            self._captures[as_point(point)] = None
+        """Record the tensor at each point (strings or HookPoints); if one is invalid,
+        none is added."""
+        parsed = [as_point(point) for point in points]
+        for point in parsed:
+            self._captures[point] = None
         return self
 
     def intervene(self, point: HookLike, intervention: Intervention) -> HookSpec:
         """Append an intervention at ``point``; several at one point run in this order."""
         if not isinstance(intervention, Intervention):
             raise InterventionError(
-                f"intervene({point!s}, ...) needs an Intervention, got {type(intervention).__name__}"
+                f"intervene({shown(point)}, ...) needs an Intervention (e.g. "
+                f"mi.Intervention.Zero), got {type(intervention).__name__}"
             )
         self._interventions.append((as_point(point), intervention))
         return self
@@ -55,16 +66,21 @@ class HookSpec:
     def extend(self, other: HookSpec) -> HookSpec:
         """Add another spec's captures and interventions (after ours); adopt its backend
         specs where this spec has none of that name."""
+        if not isinstance(other, HookSpec):
+            raise HookError(f"extend() needs a HookSpec, got {type(other).__name__}")
         for point in other._captures:
             self._captures[point] = None
         self._interventions.extend(other._interventions)
         for name, value in other._backend_specs.items():
             self._backend_specs.setdefault(name, value)
         self.keep_grad = self.keep_grad or other.keep_grad
+        self.check_finite = self.check_finite or other.check_finite
         return self
 
     def set_backend_spec(self, name: str, value: object) -> HookSpec:
         """Attach a backend-specific entry; backends that do not honour ``name`` refuse it."""
+        if not isinstance(name, str) or not name:
+            raise HookError(f"a backend spec needs a non-empty string name, got {shown(name)}")
         self._backend_specs[name] = value
         return self
 
@@ -89,7 +105,9 @@ class HookSpec:
 
     # ---- queries --------------------------------------------------------------------------
     def is_empty(self) -> bool:
-        return not (self._captures or self._interventions or self._backend_specs)
+        """True when the spec asks for nothing (then a forward does no hook work at all)."""
+        return not (self._captures or self._interventions or self._backend_specs
+                    or self.check_finite)
 
     def num_captures(self) -> int:
         return len(self._captures)

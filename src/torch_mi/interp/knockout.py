@@ -9,6 +9,7 @@ layer the spec selects (docs/porting.md: attention knockout).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -41,6 +42,14 @@ class AttentionEdge:
         return [(r, c) for r in rows for c in cols]
 
 
+def _int_arg(name: str, value: object) -> int:
+    """An int position or head index; InterventionError for floats (never truncated)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InterventionError(f"{name} must be an int, got {type(value).__name__} "
+                                f"{value!r:.40}")
+    return int(value)
+
+
 class EdgeSelection(LayerSelector):
     """Layers x heads x edges builders shared by knockout and steering specs."""
 
@@ -50,6 +59,7 @@ class EdgeSelection(LayerSelector):
         self.edges: list[AttentionEdge] = []
 
     def head(self, head: int):
+        head = _int_arg("head", head)
         existing = list(self.head_spec.heads) if self.head_spec.kind == "Specific" else []
         self.head_spec = HeadSpec.Specific([*existing, head])
         return self
@@ -60,17 +70,18 @@ class EdgeSelection(LayerSelector):
         return self
 
     def edge(self, from_pos: int, to_pos: int):
-        self.edges.append(AttentionEdge(int(from_pos), int(to_pos)))
+        self.edges.append(AttentionEdge(_int_arg("from_pos", from_pos),
+                                        _int_arg("to_pos", to_pos)))
         return self
 
     def from_position(self, pos: int):
         """Every edge out of query ``pos``."""
-        self.edges.append(AttentionEdge(int(pos), None))
+        self.edges.append(AttentionEdge(_int_arg("pos", pos), None))
         return self
 
     def to_position(self, pos: int):
         """Every edge into key ``pos``."""
-        self.edges.append(AttentionEdge(None, int(pos)))
+        self.edges.append(AttentionEdge(None, _int_arg("pos", pos)))
         return self
 
     def from_to_positions(self, from_pos: int, to_positions: Iterable[int]):

@@ -138,8 +138,11 @@ def _layer_probs(model: LanguageModel, resid: torch.Tensor) -> torch.Tensor:
 def logit_lens(model: LanguageModel, prompt: Prompt, *, k: int = 10,
                hook: str = "resid_post") -> LogitLensAnalysis:
     """Run the logit lens on one prompt (text or token ids, batch of one)."""
-    if hook not in LENS_HOOKS:
+    if not isinstance(hook, str) or hook not in LENS_HOOKS:
         raise InputError(f"unknown lens hook {hook!r}; choose one of {sorted(LENS_HOOKS)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.vocab_size:
+        raise InputError(f"logit_lens: k (predictions kept per layer) must be an int in "
+                         f"[1, {model.vocab_size}] (the vocabulary size), got {k!r:.40}")
     tok = model.tokenizer
     ids = prompt_ids(model, prompt)
     text = prompt_text(model, prompt, ids)

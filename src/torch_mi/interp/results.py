@@ -3,6 +3,7 @@ knockout, steering and RWKV state experiments."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -18,6 +19,10 @@ def kl_divergence(baseline_logits: torch.Tensor, other_logits: torch.Tensor,
     (docs/porting.md: KL divergence). Several rows ([S, V]) are summed (``"sum"``, the
     default), averaged (``"mean"``) or returned per row (``"none"``).
     """
+    for name, t in (("baseline_logits", baseline_logits), ("other_logits", other_logits)):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise InterventionError(f"kl_divergence: {name} must be a float tensor, got "
+                                    f"{type(t).__name__}")
     if baseline_logits.shape != other_logits.shape:
         raise InterventionError(f"kl_divergence: shapes differ {list(baseline_logits.shape)} vs "
                                 f"{list(other_logits.shape)}")
@@ -32,6 +37,14 @@ def kl_divergence(baseline_logits: torch.Tensor, other_logits: torch.Tensor,
     if reduction == "sum":
         return float(per_row.sum())
     raise InterventionError(f"unknown reduction {reduction!r}: use 'sum', 'mean' or 'none'")
+
+
+def check_k(what: str, k: object) -> int:
+    """``k`` as an int >= 1 (how many entries to list); InterventionError otherwise."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InterventionError(f"{what}: k (how many tokens to list) must be an int >= 1, got "
+                                f"{k!r:.40}")
+    return int(k)
 
 
 class LogitComparison:
@@ -62,6 +75,7 @@ class LogitComparison:
 
     def top_changed_tokens(self, k: int = 10) -> list[tuple[int, float, float, float]]:
         """[(token_id, p_baseline, p_other, |dp|)] sorted by |dp| descending."""
+        check_k("top_changed_tokens", k)
         p, q = (t.reshape(-1) for t in self.probabilities())
         delta = (p - q).abs()
         top = delta.topk(min(k, delta.numel()))
@@ -79,5 +93,8 @@ class LogitComparison:
 
     def _check(self, token_id: int) -> None:
         vocab = self.baseline_logits.reshape(-1).numel()
+        if isinstance(token_id, bool) or not isinstance(token_id, numbers.Integral):
+            raise InterventionError(f"token id must be an int, got {type(token_id).__name__} "
+                                    f"{token_id!r:.40}")
         if not 0 <= token_id < vocab:
             raise InterventionError(f"token id {token_id} outside the vocabulary (0..{vocab - 1})")

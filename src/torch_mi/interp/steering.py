@@ -8,6 +8,7 @@ so entries that were zero (masked keys) stay zero (docs/porting.md: attention st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -25,6 +26,21 @@ from .results import LogitComparison
 _EPS = 1e-10
 
 
+def _finite(what: str, value: object) -> float:
+    """A finite float; InterventionError for NaN, inf, strings and bools (a NaN scale would
+    pass every range check and turn the patterns into NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InterventionError(f"{what} must be a number, got {type(value).__name__} "
+                                f"{value!r:.40}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InterventionError(f"{what} must be finite, got {value!r:.40}")
+    return number
+
+
 @dataclass(frozen=True)
 class InterventionType:
     """What steering does to the selected edges: Knockout, Scale(f) or SetValue(v)."""
@@ -36,11 +52,11 @@ class InterventionType:
 
     @classmethod
     def Scale(cls, factor: float) -> InterventionType:
-        return cls("Scale", float(factor))
+        return cls("Scale", _finite("steering scale", factor))
 
     @classmethod
     def SetValue(cls, value: float) -> InterventionType:
-        return cls("SetValue", float(value))
+        return cls("SetValue", _finite("steering set-value", value))
 
     def __repr__(self) -> str:
         return "InterventionType.Knockout" if self.kind == "Knockout" else (

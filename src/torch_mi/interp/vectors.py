@@ -12,6 +12,7 @@ from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
 from ..model import LanguageModel
+from ..sampling import check_real
 from .logit_lens import LENS_HOOKS
 
 
@@ -51,6 +52,7 @@ def steering_vector_hooks(vector: torch.Tensor, layers: Iterable[int], *, scale:
                           positions: Sequence[int] | None = None) -> HookSpec:
     """A HookSpec adding ``scale * vector`` at each layer's hook, at every position or only at
     ``positions`` (indices into the positions this forward computes)."""
+    _check_vector(vector, scale, positions)
     delta = vector.detach() * scale
     hooks = HookSpec()
     for layer in layers:
@@ -60,6 +62,20 @@ def steering_vector_hooks(vector: torch.Tensor, layers: Iterable[int], *, scale:
         else:
             hooks.intervene(point, Intervention.Apply(_positional_add(delta, list(positions))))
     return hooks
+
+
+def _check_vector(vector: object, scale: object, positions: object) -> None:
+    """InputError for a vector that is not a finite float tensor [D], a non-finite scale
+    (a NaN scale would steer every token to NaN) or non-int positions."""
+    if not isinstance(vector, torch.Tensor) or not vector.is_floating_point() or vector.dim() != 1:
+        shape = list(vector.shape) if isinstance(vector, torch.Tensor) else type(vector).__name__
+        raise InputError(f"steering vector must be a float tensor [D], got {shape}")
+    if not bool(torch.isfinite(vector).all()):
+        raise InputError("steering vector holds NaN or inf values; recompute it")
+    check_real("steering scale", scale)
+    if positions is not None and any(isinstance(p, bool) or not isinstance(p, int)
+                                     for p in positions):
+        raise InputError(f"steering positions must be ints, got {list(positions)!r:.60}")
 
 
 def _positional_add(delta: torch.Tensor, positions: list[int]):

@@ -22,6 +22,7 @@ from ..tokenizer import MITokenizer
 from .gguf_reader import GGUFFile
 from .gguf_tensors import GGUFTensorSource
 from .gguf_tokenizer import build_tokenizer, has_tokenizer
+from .preflight import check_before_allocating
 from .weights import load_weights
 
 
@@ -35,23 +36,28 @@ def read_gguf_config(path: str | Path) -> Any:
         return _architecture(file).gguf.translate(file)
 
 
-def load_gguf_model(path: Path, device: torch.device, dtype: torch.dtype
-                    ) -> tuple[MIBackend, MITokenizer | None]:
+def load_gguf_model(path: Path, device: torch.device, dtype: torch.dtype, *,
+                    allow_nonfinite: bool = False) -> tuple[MIBackend, MITokenizer | None]:
     """Backend and tokenizer of the GGUF at ``path``, weights dequantised to ``dtype``.
-    The tokenizer is None only for a file without any tokenizer metadata."""
+    The tokenizer is None only for a file without any tokenizer metadata. The config is
+    checked against the tensor directory and the free memory before anything is built."""
     with GGUFFile(path) as file:
         row = _architecture(file)
         gguf = row.gguf
         config = gguf.translate(file)
-        # Tokenizer first: its transient build memory is then not stacked on the weights.
-        tokenizer = None
-        if has_tokenizer(file.metadata):
-            tokenizer = build_tokenizer(file.metadata, gguf.arch, Path(path).name)
-        model = row.backend.empty(config, device, dtype)
+        where = f"GGUF {Path(path).name}"
         with GGUFTensorSource(file, gguf, config, skip=gguf.consumed(file)) as source:
+            numels = (info.num_elements for info in source.infos.values())
+            weights = check_before_allocating(config, list(source.names()), numels,
+                                              lambda: row.weight_map(config), device=device,
+                                              dtype=dtype, where=f"{where} ({gguf.arch})")
+            # Tokenizer first: its transient build memory is then not stacked on the weights.
+            tokenizer = None
+            if has_tokenizer(file.metadata):
+                tokenizer = build_tokenizer(file.metadata, gguf.arch, Path(path).name)
+            model = row.backend.empty(config, device, dtype)
             try:
-                load_weights(model, source, row.weight_map(config))
+                load_weights(model, source, weights, check_finite=not allow_nonfinite)
             except WeightError as exc:
-                raise WeightError(f"GGUF {Path(path).name} (architecture {gguf.arch}): "
-                                  f"{exc}") from exc
+                raise WeightError(f"{where} (architecture {gguf.arch}): {exc}") from exc
     return model, tokenizer

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import WeightError
+from .files import open_regular
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
+MAX_ARRAY_DEPTH = 8  # arrays of arrays: real files nest at most twice
 _PAGE = mmap.PAGESIZE
 
 # ggml type id -> (name, elements per block, bytes per block): the ggml on-disk format.
@@ -94,6 +96,14 @@ class _Cursor:
                               f"bytes at offset {self.pos}, file has {self.size}); "
                               f"download or assemble it again")
 
+    def need_items(self, count: int, min_size: int) -> None:
+        """Refuse a count that cannot fit in the rest of the file (items of >= min_size bytes)
+        before looping over it."""
+        if count * min_size > self.size - self.pos:
+            raise WeightError(f"{self.where}: an array claims {count} items at offset {self.pos} "
+                              f"but only {self.size - self.pos} bytes remain; the file is "
+                              f"truncated or corrupt")
+
     def scalar(self, fmt: str) -> Any:
         width = struct.calcsize(fmt)
         self.need(width)
@@ -117,6 +127,7 @@ class _Cursor:
 
     def string_array(self, count: int) -> list[str]:
         """``count`` length-prefixed strings, in one tight loop (vocabularies are 100k+)."""
+        self.need_items(count, 8)
         buf, pos, size, out = self.buf, self.pos, self.size, []
         unpack = struct.Struct("<Q").unpack_from
         for _ in range(count):
@@ -134,21 +145,38 @@ class _Cursor:
         return out
 
 
-def _read_value(cur: _Cursor, value_type: int, key: str) -> Any:
+def _read_value(cur: _Cursor, value_type: int, key: str, depth: int = 0) -> Any:
     if value_type in _SCALARS:
         return cur.scalar(_SCALARS[value_type])
     if value_type == _STRING:
         return cur.string()
     if value_type == _ARRAY:
+        if depth >= MAX_ARRAY_DEPTH:
+            raise WeightError(f"{cur.where}: metadata key {key!r} nests arrays more than "
+                              f"{MAX_ARRAY_DEPTH} deep; no model file does, so it is refused")
         item_type, count = cur.scalar("<I"), cur.scalar("<Q")
         if item_type in _NUMPY:
             return cur.numeric_array(item_type, count)
         if item_type == _STRING:
             return cur.string_array(count)
         if item_type == _ARRAY:
-            return [_read_value(cur, _ARRAY, key) for _ in range(count)]
+            cur.need_items(count, 12)  # each item: its own type and count
+            return [_read_value(cur, _ARRAY, key, depth + 1) for _ in range(count)]
+        value_type = item_type
     raise WeightError(f"{cur.where}: metadata key {key!r} has unknown value type {value_type}; "
                       f"the file is corrupt or from a newer GGUF version")
+
+
+def _check_disjoint(where: str, infos: Any) -> None:
+    """No two tensors may share bytes (one would be read from the other's data)."""
+    previous = None
+    for info in sorted(infos, key=lambda i: (i.offset, i.nbytes)):
+        if info.nbytes == 0:
+            continue
+        if previous is not None and info.offset < previous.offset + previous.nbytes:
+            raise WeightError(f"{where}: tensors {previous.name!r} and {info.name!r} overlap "
+                              f"(byte {info.offset}); the file is corrupt")
+        previous = info
 
 
 class GGUFFile:
@@ -158,14 +186,16 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         where = str(self.path)
+        fd = open_regular(self.path, "GGUF file", WeightError)
         try:
-            size = os.path.getsize(self.path)
+            size = os.fstat(fd).st_size
             if size < 24:
                 raise WeightError(f"{where}: not a GGUF file (only {size} bytes)")
-            with open(self.path, "rb") as handle:
-                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        except OSError as exc:
+            self._map = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError) as exc:
             raise WeightError(f"{where}: cannot open the GGUF file ({exc})") from exc
+        finally:
+            os.close(fd)
         try:
             self._parse(_Cursor(self._map, where))
         except WeightError:
@@ -191,6 +221,9 @@ class GGUFFile:
         self.metadata: dict[str, Any] = {}
         for _ in range(n_kv):
             key = cur.string()
+            if key in self.metadata:
+                raise WeightError(f"{cur.where}: metadata key {key!r} is listed twice; which "
+                                  f"value is meant is ambiguous, so the file is refused")
             self.metadata[key] = _read_value(cur, cur.scalar("<I"), key)
         self.alignment = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
         if (not isinstance(self.alignment, int) or self.alignment <= 0
@@ -204,6 +237,7 @@ class GGUFFile:
             if name in self.tensors:
                 raise WeightError(f"{cur.where}: tensor {name!r} is listed twice")
             self.tensors[name] = self._locate(cur, name, type_id, dims, rel)
+        _check_disjoint(cur.where, self.tensors.values())
 
     @staticmethod
     def _read_tensor_info(cur: _Cursor) -> tuple[str, int, tuple[int, ...], int]:
@@ -217,17 +251,21 @@ class GGUFFile:
 
     def _locate(self, cur: _Cursor, name: str, type_id: int, dims: tuple[int, ...],
                 rel: int) -> GGUFTensorInfo:
-        """Absolute extent of a tensor's data, checked against the file size."""
-        offset, nbytes = self.data_start + rel, 0
-        if type_id in GGML_TYPES:
-            type_name, block, type_size = GGML_TYPES[type_id]
-            if dims[0] % block:
-                raise WeightError(f"{cur.where}: tensor {name!r} ({type_name}) has a row of "
-                                  f"{dims[0]} elements, not a multiple of the block size {block}")
-            count = 1
-            for dim in dims:
-                count *= dim
-            nbytes = count // block * type_size
+        """Absolute extent of a tensor's data, checked against the type and the file size."""
+        if type_id not in GGML_TYPES:
+            raise WeightError(f"{cur.where}: tensor {name!r} has ggml type id {type_id}, which no "
+                              f"GGUF version defines; the file is corrupt or from a newer format")
+        if rel % self.alignment:
+            raise WeightError(f"{cur.where}: tensor {name!r} starts at data offset {rel}, not a "
+                              f"multiple of general.alignment {self.alignment}; the file is corrupt")
+        type_name, block, type_size = GGML_TYPES[type_id]
+        if dims[0] % block:
+            raise WeightError(f"{cur.where}: tensor {name!r} ({type_name}) has a row of "
+                              f"{dims[0]} elements, not a multiple of the block size {block}")
+        count = 1
+        for dim in dims:
+            count *= dim
+        offset, nbytes = self.data_start + rel, count // block * type_size
         if offset + nbytes > cur.size:
             raise WeightError(f"{cur.where}: tensor {name!r} extends past the end of the file "
                               f"(ends at byte {offset + nbytes}, file has {cur.size}); the "

@@ -86,27 +86,44 @@ def read_spec(metadata: dict[str, Any], where: str) -> TokenizerSpec:
         raise TokenizerError(f"{where}: tokenizer type {model!r} is not supported; supported "
                              f"GGUF tokenizer types: {', '.join(SUPPORTED_MODELS)}")
     tokens = list(tokens)
-    types = _per_token(metadata, "token_type", len(tokens), where)
-    scores = _per_token(metadata, "scores", len(tokens), where)
+    types = _per_token(metadata, "token_type", len(tokens), where, "iu")
+    scores = _per_token(metadata, "scores", len(tokens), where, "iuf")
     return TokenizerSpec(
         model=model, pre=str(metadata.get("tokenizer.ggml.pre", "default")), tokens=tokens,
         token_types=[1] * len(tokens) if types is None else [int(t) for t in types],
         scores=None if scores is None else [float(s) for s in scores],
         merges=metadata.get("tokenizer.ggml.merges"), special_ids=_special_ids(metadata, tokens),
-        add_bos=bool(metadata.get("tokenizer.ggml.add_bos_token", model == "llama")),
-        add_eos=bool(metadata.get("tokenizer.ggml.add_eos_token", False)),
+        add_bos=_flag(metadata, "add_bos_token", model == "llama", where),
+        add_eos=_flag(metadata, "add_eos_token", False, where),
     )
 
 
-def _per_token(metadata: dict[str, Any], key: str, count: int, where: str) -> list | None:
-    """A per-token array (types, scores) as a list, checked to cover every token."""
+def _flag(metadata: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    """A boolean ``tokenizer.ggml.*`` key (a bool or 0/1 integer)."""
+    value = metadata.get(f"tokenizer.ggml.{key}", default)
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise TokenizerError(f"{where}: tokenizer.ggml.{key} must be true/false, got "
+                         f"{str(value)[:60]}")
+
+
+def _per_token(metadata: dict[str, Any], key: str, count: int, where: str,
+               kinds: str) -> list | None:
+    """A per-token numeric array (types: integers, scores: numbers) as a list, checked to
+    cover every token with finite values of the right kind."""
     values = metadata.get(f"tokenizer.ggml.{key}")
     if values is None:
         return None
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in kinds:
+        raise TokenizerError(f"{where}: tokenizer.ggml.{key} must be an array of "
+                             f"{'integers' if kinds == 'iu' else 'numbers'}")
     if len(values) != count:
         raise TokenizerError(f"{where}: tokenizer.ggml.{key} has {len(values)} entries for "
                              f"{count} tokens; the file is corrupt")
-    return values.tolist() if hasattr(values, "tolist") else list(values)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise TokenizerError(f"{where}: tokenizer.ggml.{key} holds NaN or infinite values; the "
+                             f"file is corrupt")
+    return values.tolist()
 
 
 def _special_ids(metadata: dict[str, Any], tokens: list[str]) -> dict[str, int]:
@@ -277,10 +294,15 @@ def build_tokenizer(metadata: dict[str, Any], architecture: str, where: str) -> 
     if spec.model == "gpt2":
         inner, vocab = _byte_level(spec, where)
     else:
-        add_prefix = bool(metadata.get("tokenizer.ggml.add_space_prefix", True))
+        add_prefix = _flag(metadata, "add_space_prefix", True, where)
         inner, vocab = _sentencepiece(spec, architecture, add_prefix, where)
-    _add_special_tokens(inner, spec, vocab)
-    inner.post_processor = _post_processor(spec)
+    try:
+        _add_special_tokens(inner, spec, vocab)
+        inner.post_processor = _post_processor(spec)
+    except Exception as exc:  # tokenizers raises bare Exceptions (a special token it cannot
+        # place in a template, e.g. one containing ':' or a space)
+        raise TokenizerError(f"{where}: the GGUF special tokens cannot be set up ({exc}); the "
+                             f"tokenizer metadata is corrupt") from exc
     eos = tuple(dict.fromkeys(spec.special_ids[r] for r in ("eos", "eot")
                               if r in spec.special_ids))
     return MITokenizer(inner, eos_token_ids=eos, bos_token_id=spec.special_ids.get("bos"),

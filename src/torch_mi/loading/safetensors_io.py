@@ -2,68 +2,32 @@
 
 Each tensor is viewed straight out of a private memory map and copied into its destination
 parameter (converting dtype on the way); the pages just read are then released, so peak
-RAM stays near the size of the weights in the target dtype.
+RAM stays near the size of the weights in the target dtype. Headers are checked strictly
+(safetensors_header); a shard index may only name files inside the model folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 
 from ..errors import WeightError
+from .files import open_regular, read_json
+from .safetensors_header import SAFETENSORS_DTYPES, TensorEntry, read_header
 
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
+__all__ = ["INDEX_NAME", "SAFETENSORS_DTYPES", "SINGLE_NAME", "SafetensorsSource", "TensorEntry",
+           "checkpoint_files", "read_header", "tensor_names_from_index",
+           "tensor_names_from_safetensors"]
+
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _PAGE = mmap.PAGESIZE
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    end: int
-
-
-def read_header(path: Path) -> dict[str, TensorEntry]:
-    """Parse a safetensors header (8-byte length + JSON) without touching the data."""
-    try:
-        with open(path, "rb") as handle:
-            raw_len = handle.read(8)
-            if len(raw_len) != 8:
-                raise WeightError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-            (length,) = struct.unpack("<Q", raw_len)
-            if length > 100_000_000 or length > os.path.getsize(path):
-                raise WeightError(f"{path}: not a safetensors file (header length {length})")
-            header = json.loads(handle.read(length))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WeightError(f"{path}: cannot read the safetensors header ({exc})") from exc
-    base = 8 + length
-    entries: dict[str, TensorEntry] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise WeightError(f"{path}: tensor '{name}' has unsupported dtype {info.get('dtype')}")
-        begin, end = info["data_offsets"]
-        entries[name] = TensorEntry(path, dtype, tuple(info["shape"]), base + begin, base + end)
-    return entries
+_DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 
 
 def tensor_names_from_safetensors(path: str | os.PathLike) -> list[str]:
@@ -77,29 +41,61 @@ def tensor_names_from_index(path: str | os.PathLike) -> list[str]:
 
 
 def _read_index(path: Path) -> dict[str, str]:
-    try:
-        weight_map = json.loads(path.read_text())["weight_map"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise WeightError(f"{path}: cannot read the shard index ({exc})") from exc
+    """The index's ``weight_map`` (tensor name -> shard file name), type-checked."""
+    data = read_json(path, "shard index", WeightError)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict):
-        raise WeightError(f"{path}: 'weight_map' must map tensor names to shard files")
+        raise WeightError(f"{path}: 'weight_map' must map tensor names to shard files (got "
+                          f"{type(weight_map).__name__}); the index is corrupt")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard or "\0" in shard:
+            raise WeightError(f"{path}: tensor '{name}' maps to {shard!r}; a shard entry must be "
+                              f"the file name of a shard in the model folder")
     return weight_map
+
+
+def _allowed_roots(directory: Path) -> list[Path]:
+    """Where shard files may live: the folder, and for a Hugging Face cache snapshot
+    (``.../snapshots/<rev>/``, whose files are symlinks into ``../../blobs``) that blob store."""
+    root = directory.resolve()
+    roots = [root]
+    if root.parent.name == "snapshots":
+        roots.append(root.parent.parent / "blobs")
+    return roots
+
+
+def confined_shard(directory: Path, entry: str, index: Path) -> Path:
+    """``directory / entry``, refused when the entry (or a symlink on its way) leaves the
+    model folder: an index from the internet must not make us read arbitrary files."""
+    parts = PurePosixPath(entry).parts
+    if (PurePosixPath(entry).is_absolute() or PureWindowsPath(entry).is_absolute()
+            or PureWindowsPath(entry).drive or ".." in parts or "\\" in entry):
+        raise WeightError(f"{index} names shard {entry!r}, a path outside the model folder "
+                          f"{directory}; shard entries must be plain file names inside it")
+    path = directory / entry
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root) for root in _allowed_roots(directory)):
+        raise WeightError(f"{index} names shard {entry!r}, which resolves (through a symlink) "
+                          f"to {resolved}, outside the model folder {directory}; copy the shard "
+                          f"into the folder instead of linking it")
+    return path
 
 
 def checkpoint_files(directory: Path) -> list[Path]:
     """The safetensors files of a checkpoint directory (sharded or single)."""
     index = directory / INDEX_NAME
-    if index.exists():
+    if os.path.lexists(index):
         shards = sorted(set(_read_index(index).values()))
-        missing = [s for s in shards if not (directory / s).exists()]
+        paths = [confined_shard(directory, s, index) for s in shards]
+        missing = [s for s, p in zip(shards, paths, strict=True) if not p.exists()]
         if missing:
             raise WeightError(
                 f"{index} lists shard(s) {missing} that are not in {directory}; "
                 f"download the complete checkpoint (all shards) again"
             )
-        return [directory / s for s in shards]
+        return paths
     single = directory / SINGLE_NAME
-    if single.exists():
+    if os.path.lexists(single):
         return [single]
     found = sorted(p.name for p in directory.glob("*.safetensors"))
     if len(found) == 1:
@@ -109,6 +105,23 @@ def checkpoint_files(directory: Path) -> list[Path]:
         + (f" (found {found})" if found else "")
         + ". torch-mi reads safetensors only (never pickles); convert .bin checkpoints first"
     )
+
+
+def _check_index_agrees(index: Path, listed: dict[str, str], entries: dict[str, TensorEntry]
+                        ) -> None:
+    """Every listed tensor is in the shard the index names, and every tensor is listed."""
+    extra = sorted(set(listed) - set(entries))
+    if extra:
+        raise WeightError(f"{index} lists tensors that no shard contains: {extra[:10]}"
+                          f"{' ...' if len(extra) > 10 else ''}")
+    for name, entry in entries.items():
+        shard = listed.get(name)
+        if shard is None:
+            raise WeightError(f"shard {entry.file.name} holds tensor '{name}', which {index.name} "
+                              f"does not list; the index and the shards do not belong together")
+        if entry.file.name != Path(shard).name:
+            raise WeightError(f"{index.name} puts tensor '{name}' in {shard}, but it is in "
+                              f"{entry.file.name}; the index and the shards do not belong together")
 
 
 class SafetensorsSource:
@@ -131,14 +144,8 @@ class SafetensorsSource:
         directory = Path(directory)
         source = cls(checkpoint_files(directory))
         index = directory / INDEX_NAME
-        if index.exists():
-            listed = set(_read_index(index))
-            extra = sorted(listed - set(source.entries))
-            if extra:
-                raise WeightError(
-                    f"{index} lists tensors that no shard contains: {extra[:10]}"
-                    f"{' ...' if len(extra) > 10 else ''}"
-                )
+        if os.path.lexists(index):
+            _check_index_agrees(index, _read_index(index), source.entries)
         return source
 
     def names(self) -> Iterator[str]:
@@ -147,28 +154,44 @@ class SafetensorsSource:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.entries[name].shape
 
+    def numel(self, name: str) -> int:
+        return self.entries[name].numel
+
     def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
-            with open(path, "rb") as handle:
-                self._maps[path] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+            fd = open_regular(path, "safetensors file", WeightError)
+            try:
+                self._maps[path] = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as exc:
+                raise WeightError(f"{path}: cannot memory-map the file ({exc})") from exc
+            finally:
+                os.close(fd)
         return self._maps[path]
 
     def read(self, name: str) -> torch.Tensor:
         """A zero-copy view of tensor ``name`` (valid until ``close``)."""
         entry = self.entries[name]
-        count = 1
-        for dim in entry.shape:
-            count *= dim
-        if count == 0:
+        if entry.numel == 0:
             return torch.empty(entry.shape, dtype=entry.dtype)
-        flat = torch.frombuffer(self._map(entry.file), dtype=entry.dtype, count=count,
-                                offset=entry.start)
+        mapping = self._map(entry.file)
+        if len(mapping) < entry.end:
+            raise WeightError(f"{entry.file}: tensor '{name}' ends at byte {entry.end} but the "
+                              f"file now has {len(mapping)} bytes; it changed while loading")
+        flat = torch.frombuffer(mapping, dtype=entry.dtype, count=entry.numel, offset=entry.start)
         return flat.view(entry.shape)
 
     def copy_into(self, name: str, dest: torch.Tensor) -> None:
-        """Copy tensor ``name`` into ``dest`` (dtype/device converted), then free its pages."""
+        """Copy tensor ``name`` into ``dest`` (dtype/device converted), then free its pages.
+        Integer and bool tensors cannot hold float parameters: they are refused, not cast."""
+        entry = self.entries[name]
+        if dest.is_floating_point() and not entry.dtype.is_floating_point:
+            raise WeightError(
+                f"tensor '{name}' is stored as {_DTYPE_NAMES[entry.dtype]} in {entry.file.name}, "
+                f"but its parameter holds floating-point values; casting would load wrong "
+                f"weights. torch-mi loads float checkpoints (F32/F16/BF16/F8) only; use an "
+                f"unquantised checkpoint")
         dest.copy_(self.read(name))
-        self._release(self.entries[name])
+        self._release(entry)
 
     def _release(self, entry: TensorEntry) -> None:
         start = entry.start - entry.start % _PAGE

@@ -1,13 +1,16 @@
 """Fill a backend's parameters from a tensor source, with strict accounting.
 
 The weight map (from the architecture registry) says where each checkpoint tensor goes;
-every tensor must be consumed, every parameter filled, every shape must match.
+every tensor must be consumed, every parameter filled, every shape must match, and every
+loaded value must be finite (a single NaN would silently poison every forward pass).
+``check_names`` runs the name half of the accounting before anything is allocated.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import torch
@@ -18,6 +21,8 @@ from ..errors import WeightError
 
 # Buffers some checkpoints carry that are recomputed, never loaded.
 IGNORED_TENSORS = (re.compile(r"(^|\.)rotary_emb\.inv_freq$"),)
+NONFINITE_HINT = ("pass allow_nonfinite=True to from_pretrained only to inspect a broken "
+                  "checkpoint")
 
 
 class TensorSource(Protocol):
@@ -30,6 +35,22 @@ class TensorSource(Protocol):
     def copy_into(self, name: str, dest: torch.Tensor) -> None: ...
 
 
+def is_ignored(name: str, skip_prefixes: tuple[str, ...] = ()) -> bool:
+    """A checkpoint tensor that is deliberately not loaded (recomputed, or a skipped part)."""
+    return any(p.search(name) for p in IGNORED_TENSORS) or name.startswith(skip_prefixes)
+
+
+def check_names(names: Iterable[str], weights: WeightMap,
+                *, skip_prefixes: tuple[str, ...] = ()) -> None:
+    """The missing/unused half of the accounting, from the checkpoint's index alone: run
+    before allocating so a config that does not match its checkpoint costs nothing."""
+    present = set(names)
+    unused = sorted(n for n in present - set(weights.targets)
+                    if not is_ignored(n, skip_prefixes) and n != weights.tied_head)
+    missing = sorted(set(weights.targets) - present)
+    _raise_if_bad(unused, missing, [])
+
+
 def _expected_shape(param: torch.Tensor, rows: tuple[int, int] | None) -> tuple[int, ...]:
     if rows is None:
         return tuple(param.shape)
@@ -37,11 +58,12 @@ def _expected_shape(param: torch.Tensor, rows: tuple[int, int] | None) -> tuple[
 
 
 def load_weights(model: nn.Module, source: TensorSource, weights: WeightMap,
-                 *, skip_prefixes: tuple[str, ...] = ()) -> None:
+                 *, skip_prefixes: tuple[str, ...] = (), check_finite: bool = True) -> None:
     """Fill every parameter of ``model`` from ``source``; raise one WeightError that lists
     every unused tensor, every missing tensor and every shape mismatch.
 
-    ``skip_prefixes`` names checkpoint parts deliberately not loaded (a vision tower)."""
+    ``skip_prefixes`` names checkpoint parts deliberately not loaded (a vision tower);
+    ``check_finite`` refuses a tensor holding NaN or infinity, naming it."""
     mapping: dict[str, Target] = dict(weights.targets)
     params = dict(model.named_parameters())
     unmapped = sorted(set(params) - {t.param for t in mapping.values()})
@@ -54,7 +76,7 @@ def load_weights(model: nn.Module, source: TensorSource, weights: WeightMap,
     for name in source.names():
         target = mapping.get(name)
         if target is None:
-            if any(p.search(name) for p in IGNORED_TENSORS) or name.startswith(skip_prefixes):
+            if is_ignored(name, skip_prefixes):
                 continue
             if name == weights.tied_head:
                 tied_head = name
@@ -69,11 +91,30 @@ def load_weights(model: nn.Module, source: TensorSource, weights: WeightMap,
             continue
         dest = param.data if target.rows is None else param.data[target.rows[0]:target.rows[1]]
         source.copy_into(name, dest)
+        if check_finite:
+            require_finite(name, dest)
         seen.add(name)
     missing = sorted(set(mapping) - seen - {m.split(":")[0] for m in mismatched})
     _raise_if_bad(unused, missing, mismatched)
     if tied_head is not None:
         _check_tied_head(source, tied_head, params[weights.tied_to])
+
+
+def require_finite(name: str, values: torch.Tensor) -> None:
+    """WeightError naming ``name`` if ``values`` holds a NaN or an infinity. One reduction
+    pass (NaN propagates through min/max), no temporary the size of the tensor."""
+    if values.numel() == 0 or not values.is_floating_point():
+        return
+    low, high = torch.aminmax(values.detach())
+    if math.isfinite(float(low)) and math.isfinite(float(high)):
+        return
+    bad = ~torch.isfinite(values.detach())
+    count = int(bad.sum())
+    first = tuple(int(i) for i in bad.nonzero()[0].tolist())
+    value = float(values.detach()[first])
+    raise WeightError(f"checkpoint tensor '{name}' holds {count} non-finite value(s) (first: "
+                      f"{value} at index {list(first)}); the checkpoint is corrupt, download "
+                      f"or convert it again ({NONFINITE_HINT})")
 
 
 def _raise_if_bad(unused: list[str], missing: list[str], mismatched: list[str]) -> None:

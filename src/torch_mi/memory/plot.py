@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..plots import pyplot
+from ..plots import plot_path, pyplot
 from .estimate import MemoryEstimate
 from .snapshot import MIB
 
@@ -17,6 +17,7 @@ def plot_memory(estimate: MemoryEstimate, path: str | os.PathLike, *,
                 title: str = "") -> str:
     """Left: the estimate's categories (MB); right: the forward estimate, stacked by
     category, beside the measured forward peak when there is one."""
+    target = plot_path(path)
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4),
                                       gridspec_kw={"width_ratios": [3, 2]})
@@ -43,6 +44,6 @@ def plot_memory(estimate: MemoryEstimate, path: str | os.PathLike, *,
     fig.suptitle(title or f"memory: batch {estimate.batch} x {estimate.seq_len} tokens, "
                  f"{estimate.dtype}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(target, dpi=120)
     plt.close(fig)
-    return str(path)
+    return str(target)

@@ -5,7 +5,11 @@
   (fp32) -> [hook_pattern].
 
 A layer takes the explicit core only when this call captures or intervenes on its scores
-or pattern, or when the family soft-caps scores (SDPA cannot). Both cores agree (tested).
+or pattern, or when the family soft-caps scores (SDPA cannot). Both cores agree (tested) on
+finite inputs. On NaN they do not: PyTorch's fused CPU kernel returns zeros for a NaN query
+row on short sequences (up to 15 positions, and single-position decoding steps) where the
+explicit core gives NaN. With ``HookSpec(check_finite=True)`` both raise at the same point,
+because q, k and v (and the KV cache) are checked before either core runs (HOOKS.md).
 Per-head tensors are hooked in TransformerLens's [B,S,H,d] layout (free views of the
 projection); the per-head output ``hook_result`` is computed only when it is hooked.
 """
@@ -77,6 +81,9 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B,H|Hkv,S,d]
         if ctx.kv_cache is not None:
             k, v = ctx.kv_cache.append(self.layer, k, v)  # [B,Hkv,past+S,d]
+            if hooks.check_finite:  # keys from earlier calls were never checked here
+                hooks.require_finite(p.rot_k, k, "the KV cache's keys (earlier calls included)")
+                hooks.require_finite(p.v, v, "the KV cache's values (earlier calls included)")
         mask = ctx.masks[self.layer_type]
         if self.always_explicit or any(hooks.is_active(pt)
                                        for pt in (p.scores, p.attn_scores, p.pattern)):

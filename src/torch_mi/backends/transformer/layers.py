@@ -57,20 +57,70 @@ def onednn_linear_available() -> bool:
         return False
 
 
+SMALL_ROWS = 16  # up to here, rows are padded to a power of two (GEMMs that read weights)
+EIGHTHS = (10, 13, 16)  # above, to 2**k times 1.25, 1.625 or 2: at most 30% padding, ~12% on average
+PAD_BYTES_LIMIT = 4 << 20  # padding may add at most 4 MiB to an output; beyond, F.linear
+
+
+def bucket_rows(rows: int) -> int:
+    """The row count oneDNN is called with for ``rows`` token rows.
+
+    oneDNN (and ideep in front of it) caches a compiled primitive, ~0.6 MB of heap, for every
+    distinct (rows, in, out) shape and keeps up to 1024 of them, so a service that sees many
+    prompt lengths grew by ~3 MB per new length on SmolLM2 (5 linear shapes). Padding the
+    rows up to 1, 2, 4, 8, 16, 20, 26, 32, 40, 52, 64, ... (three sizes per doubling) bounds
+    that to ~21 shapes for lengths up to 600. One row stays exact: oneDNN takes a GEMV path
+    there whose sums differ from the GEMM's; from two rows on, a padded call gives rows
+    bit-identical to the unpadded call (tested at 1-16 threads)."""
+    if rows <= SMALL_ROWS:
+        return 1 << max(rows - 1, 0).bit_length()
+    eighth = 1 << ((rows - 1).bit_length() - 4)  # 2**k < rows <= 2**(k+1): 2**(k-3)
+    return next(step * eighth for step in EIGHTHS if step * eighth >= rows)
+
+
+def padded_rows(rows: int, out_features: int, itemsize: int) -> int | None:
+    """The bucket oneDNN computes ``rows`` rows in, or None when the padding would add more
+    than ``PAD_BYTES_LIMIT`` to the output (the unembedding of a long prompt: 127 padding
+    rows x 49152 logits is 25 MB), where F.linear is as fast and needs no padding at all."""
+    bucket = bucket_rows(rows)
+    return bucket if (bucket - rows) * out_features * itemsize <= PAD_BYTES_LIMIT else None
+
+
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """oneDNN's fused linear on ``x`` [..., in], the rows padded to :func:`bucket_rows`.
+
+    The result is bit-identical to the unpadded oneDNN call (or, past the padding limit, is
+    F.linear's). It is a view of the padded buffer: the zero padding rows are never visible,
+    and are freed with the result."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    padded = padded_rows(rows, weight.shape[0], x.element_size())
+    if padded == rows or rows == 0:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if padded is None:
+        return F.linear(x, weight, bias)
+    flat = x.new_empty(padded, x.shape[-1])
+    flat[:rows].view(x.shape).copy_(x)
+    flat[rows:].zero_()  # finite padding rows
+    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
+    return out[:rows].view(*x.shape[:-1], weight.shape[0])
+
+
 class Linear(nn.Linear):
     """nn.Linear whose CPU fp32 inference runs on oneDNN's matmul.
 
     On this project's CPUs oneDNN's fp32 GEMM is 1.2-1.8x faster than the MKL sgemm behind
-    F.linear for these shapes, on the same plain weights (no copy, no repacking). It has
-    no autograd kernel, so anything that needs gradients takes F.linear; lower precisions
-    always take F.linear so bf16/fp16 results stay those of HF."""
+    F.linear for these shapes, on the same plain weights (no copy, no repacking). Rows are
+    padded to a few bucket sizes so oneDNN's per-shape caches stay bounded (see
+    :func:`bucket_rows` and :func:`padded_rows`). It has no autograd kernel, so anything that
+    needs gradients takes F.linear; lower precisions always take F.linear so bf16/fp16
+    results stay those of HF."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight
         if (x.dtype is torch.float32 and x.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
                 and onednn_linear_available()):
-            return torch.ops.mkldnn._linear_pointwise(x, weight, self.bias, "none", [], "")
+            return onednn_linear(x, weight, self.bias)
         return F.linear(x, weight, self.bias)
 
 

@@ -22,7 +22,7 @@ from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime, make_runtime
 from ...hooks.spec import HookSpec
 from ..allocation import allocate_uninitialised
-from ..inputs import check_attention_mask, check_input_ids
+from ..inputs import check_attention_mask, check_input_ids, check_residual
 from .block import Block, ForwardContext
 from .config.types import TransformerConfig
 from .kv_cache import KVCache
@@ -30,7 +30,7 @@ from .layers import linear, make_softcap
 from .masks import build_layer_mask
 from .norms import make_norm
 from .points import TRANSFORMER_POINTS
-from .rope import RotaryEmbedding
+from .rope import RotaryEmbedding, check_context, context_limit
 
 
 class GenericTransformer(nn.Module):
@@ -111,30 +111,51 @@ class GenericTransformer(nn.Module):
     # ---- forward --------------------------------------------------------------------------
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: KVCache | None = None,
-                last_logits_only: bool = False) -> HookCache:
+                last_logits_only: bool = False, allow_long_context: bool = False) -> HookCache:
         """Run the model; returns a HookCache whose ``output()`` is logits [B,S,V].
 
         ``attention_mask`` ([B, past+S], 1 = real token, 0 = padding) enables left-padded
         batches; positions are derived from it. With ``state`` (a KVCache from
         ``make_state``), only the new positions are computed and hooks see only those
-        positions. ``last_logits_only`` unembeds the last position alone (logits [B,1,V];
-        ``hook_final_norm`` still sees every position).
+        positions; if the call raises, the state is rolled back to what it was.
+        ``last_logits_only`` unembeds the last position alone (logits [B,1,V];
+        ``hook_final_norm`` still sees every position). Positions beyond the model's
+        context (``max_position_embeddings``) raise InputError unless
+        ``allow_long_context``.
         """
         if state is not None and not isinstance(state, KVCache):
             raise InputError(f"state must be a KVCache from model.make_state(), got "
                              f"{type(state).__name__}")
-        ctx, h = self.begin(input_ids, hooks, attention_mask=attention_mask, state=state)
-        h = self.run_blocks(ctx, h, 0, self.config.num_layers)
-        return self.finish(ctx, h, last_logits_only)
+        for name, flag in (("last_logits_only", last_logits_only),
+                           ("allow_long_context", allow_long_context)):
+            if not isinstance(flag, bool):
+                raise InputError(f"{name} must be True or False, got {type(flag).__name__} "
+                                 f"{flag!r}")
+        snapshot = state.snapshot() if state is not None else None
+        try:
+            ctx, h = self.begin(input_ids, hooks, attention_mask=attention_mask, state=state,
+                                allow_long_context=allow_long_context)
+            h = self.run_blocks(ctx, h, 0, self.config.num_layers)
+            return self.finish(ctx, h, last_logits_only)
+        except BaseException:
+            if snapshot is not None:  # a failed step leaves the caller's cache untouched
+                state.rollback(snapshot)
+            raise
 
     # ---- the block loop (BlockLoop protocol; looped passes drive it) --------------------
     def begin(self, input_ids: Any, hooks: HookSpec | None, *,
               attention_mask: torch.Tensor | None = None,
-              state: KVCache | None = None) -> tuple[ForwardContext, torch.Tensor]:
+              state: KVCache | None = None,
+              allow_long_context: bool = False) -> tuple[ForwardContext, torch.Tensor]:
         """Validate inputs and hooks, build masks and RoPE tables, embed (fires hook_embed)."""
         ids = check_input_ids(input_ids, self.config.vocab_size, self.device)
         runtime, cache = make_runtime(hooks, self._points, self.config.num_layers)
-        ctx = self.make_context(ids, runtime, attention_mask, state)
+        if state is not None:
+            c = self.config
+            state.check_compatible(n_layers=c.num_layers, batch=ids.shape[0],
+                                   kv_heads=c.num_kv_heads, head_dim=c.head_dim,
+                                   dtype=self.dtype, device=self.device)
+        ctx = self.make_context(ids, runtime, attention_mask, state, allow_long_context)
         ctx.cache = cache
         return ctx, self.embed_tokens(ids, runtime)
 
@@ -152,16 +173,21 @@ class GenericTransformer(nn.Module):
 
     def make_context(self, ids: torch.Tensor, hooks: HookRuntime,
                      attention_mask: torch.Tensor | None,
-                     kv_cache: KVCache | None) -> ForwardContext:
+                     kv_cache: KVCache | None,
+                     allow_long_context: bool = False) -> ForwardContext:
         batch, q_len = ids.shape
         past = kv_cache.seq_len() if kv_cache is not None else 0
         seen = kv_cache.seen_tokens if kv_cache is not None else 0
         if attention_mask is not None:
             mask = check_attention_mask(attention_mask, batch, past + q_len, ids.device)
             positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q_len:]
+            last = int(positions.max())
         else:
             mask = None
             positions = torch.arange(seen, seen + q_len, device=ids.device)[None]
+            last = seen + q_len - 1
+        if not allow_long_context:
+            check_context(self.config, last + 1)
         rope = {t: self.rotary[t].cos_sin(positions, self.dtype) for t in self.layer_type_set}
         masks = {}
         for t in self.layer_type_set:
@@ -189,10 +215,15 @@ class GenericTransformer(nn.Module):
     def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + unembedding + final soft-cap of any residual [..., D] (logit lens);
         at the last layer's ``hook_resid_post`` this equals the model's logits."""
+        check_residual(hidden, self.config.hidden_size, "project_to_vocab")
         hidden = hidden.to(device=self.device, dtype=self.dtype)
         return self.final_softcap(self.unembed(self.ln_final(hidden)))
 
     def embedding_vector(self, token_id: int) -> torch.Tensor:
         """The raw (unscaled) embedding row [D] of ``token_id``."""
-        check_input_ids([int(token_id)], self.config.vocab_size, self.device)
-        return self.embed.weight[int(token_id)].detach()
+        ids = check_input_ids([token_id], self.config.vocab_size, self.device)
+        return self.embed.weight[int(ids[0, 0])].detach()
+
+    def context_limit(self) -> int | None:
+        """Positions this model was trained for (None: the RoPE type extends itself)."""
+        return context_limit(self.config)

@@ -28,10 +28,11 @@ from ...hooks.table import PointRow, PointTable
 from .config.types import MlpLayout, TransformerConfig
 
 
-def _kind(variant: str, suffix: str, doc: str, aliases: tuple[str, ...] = ()) -> PointKind:
+def _kind(variant: str, suffix: str, doc: str, aliases: tuple[str, ...] = (),
+          neg_inf_ok: bool = False) -> PointKind:
     return declare_point_kind(PointKind(
         variant, "blocks.{layer}." + suffix,
-        tuple("blocks.{layer}." + a for a in aliases), doc))
+        tuple("blocks.{layer}." + a for a in aliases), doc, neg_inf_ok))
 
 
 def _norm_kinds(prefix: str, variant: str, what: str) -> tuple[PointKind, PointKind]:
@@ -55,10 +56,14 @@ Q_NORM_SCALE, Q_NORM_NORMALIZED = _norm_kinds("attn.q_norm", "QNorm", "query QK-
 K_NORM_SCALE, K_NORM_NORMALIZED = _norm_kinds("attn.k_norm", "KNorm", "key QK-norm's")
 ATTN_ROT_Q = _kind("AttnRotQ", "attn.hook_rot_q", "query after QK-norm and RoPE")
 ATTN_ROT_K = _kind("AttnRotK", "attn.hook_rot_k", "key after QK-norm and RoPE")
+# Scores hold -inf by design (knockouts before the mask, the mask after it):
+# check_finite and payload checks accept -inf there, never NaN or +inf.
 ATTN_SCORES = _kind("AttnScores", "attn.hook_scores",
-                    "scaled scores after soft-cap, BEFORE any mask (knockouts go here)")
+                    "scaled scores after soft-cap, BEFORE any mask (knockouts go here)",
+                    neg_inf_ok=True)
 ATTN_SCORES_MASKED = _kind("AttnScoresMasked", "attn.hook_attn_scores",
-                           "scaled, soft-capped scores AFTER the mask (-inf where masked; TL)")
+                           "scaled, soft-capped scores AFTER the mask (-inf where masked; TL)",
+                           neg_inf_ok=True)
 ATTN_PATTERN = _kind("AttnPattern", "attn.hook_pattern",
                      "softmax probabilities (a fully masked row is 0)")
 ATTN_Z = _kind("AttnZ", "attn.hook_z", "per-head mixed values")

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from .config.types import RopeConfig
+from ...errors import InputError
+from .config.types import RopeConfig, TransformerConfig
+
+# RoPE types that are designed to run past max_position_embeddings (HF's dynamic NTK
+# recomputes its frequencies for the call's length).
+_SELF_EXTENDING = ("dynamic",)
 
 
 def _exponents(dim: int, device: torch.device | None) -> torch.Tensor:
@@ -138,3 +143,31 @@ class RotaryEmbedding:
         if scale != 1.0:
             cos, sin = cos * scale, sin * scale
         return cos.to(dtype).unsqueeze(1), sin.to(dtype).unsqueeze(1)
+
+
+# ---- the context limit ---------------------------------------------------------------
+def context_limit(config: TransformerConfig) -> int | None:
+    """Positions the model was trained for: ``max_position_embeddings`` (None when it is
+    unset or when every layer's RoPE type extends itself past it)."""
+    limit = config.max_position_embeddings
+    ropes = [config.rope] + ([config.rope_local] if config.rope_local is not None else [])
+    if not limit or limit <= 0 or all(r.rope_type in _SELF_EXTENDING for r in ropes):
+        return None
+    return int(limit)
+
+
+def check_context(config: TransformerConfig, positions: int) -> None:
+    """InputError if a call needs more than the model's context, saying what RoPE scaling
+    would allow (the caller may opt in with ``allow_long_context=True``)."""
+    limit = context_limit(config)
+    if limit is None or positions <= limit:
+        return
+    factor = float(math.ceil(positions / limit))
+    raise InputError(
+        f"the input reaches {positions} positions (cached + new), beyond this model's context "
+        f"of {limit} (max_position_embeddings; RoPE type {config.rope.rope_type!r}): positions "
+        f"past {limit} were never trained, so the outputs are unreliable. Shorten the input "
+        f"(or trim the KV cache), pass allow_long_context=True to run anyway, or load the "
+        f"model with RoPE scaling: 'rope_scaling': {{'rope_type': 'yarn' (or 'dynamic', "
+        f"'linear'), 'factor': {factor}}} in config.json would cover "
+        f"{int(factor) * limit} positions")

@@ -6,9 +6,11 @@ import argparse
 
 from rich.table import Table
 
+from ...errors import InputError
 from ...hooks.points import HookPoint
 from ...hooks.spec import HookSpec
-from ..common import add_model_args, console, emit_json, load_model, parse_layer
+from ..checks import at_least
+from ..common import add_model_args, checked_plot, console, emit_json, load_model, parse_layer
 
 
 def register(sub) -> None:
@@ -24,6 +26,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    at_least("--top-k", args.top_k, 1)
+    plot_file = checked_plot(args)
     model = load_model(args)
     tok = model.require_tokenizer()
     ids = model.encode(args.prompt)
@@ -33,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
     cache = model.forward(ids, HookSpec().capture(*(HookPoint.AttnPattern(i) for i in layers)))
     query = args.position if args.position >= 0 else len(tokens) + args.position
     if not 0 <= query < len(tokens):
-        from ...errors import InputError
-
         raise InputError(f"--position {args.position} is outside the {len(tokens)}-token prompt")
     rows = []
     for layer in layers:
@@ -46,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
             for w, i in zip(top.values, top.indices, strict=True)],
             "to_first": float(mean[0])})
     plot = None
-    if args.plot:
+    if plot_file is not None:
         from ...plots import plot_attention
 
         shown_layer = layers[-1]
-        plot = plot_attention(cache[HookPoint.AttnPattern(shown_layer)][0], tokens, args.plot,
+        plot = plot_attention(cache[HookPoint.AttnPattern(shown_layer)][0], tokens, plot_file,
                               title=f"layer {shown_layer} attention - {args.prompt!r}")
     if args.json:
         emit_json({"prompt": args.prompt, "tokens": tokens, "query_position": query,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from ...errors import InputError
+from ..checks import at_least, finite, non_empty
 from ..common import add_model_args, console, emit_json, err_console, load_model
 
 
@@ -24,7 +26,19 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Option values, before the model loads."""
+    at_least("--max-new-tokens", args.max_new_tokens, 0)
+    finite("--temperature", args.temperature, minimum=0.0)
+    at_least("--top-k", args.top_k, 1)
+    finite("--top-p", args.top_p, minimum=0.0, maximum=1.0, exclusive_min=True)
+    if args.seed is not None and not 0 <= args.seed < 2 ** 64:
+        raise InputError(f"--seed must be in [0, 2**64 - 1], got {args.seed}")
+    non_empty("--stop", args.stop)
+
+
 def run(args: argparse.Namespace) -> int:
+    check(args)
     model = load_model(args)
     start = time.perf_counter()
     with err_console.status("Generating ..."):

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ...errors import InputError
 from ..common import add_model_args, console, emit_json, load_model
 
 
 def register(sub) -> None:
     p = sub.add_parser("inspect", help="show config, hook points and compatibility")
     p.add_argument("--layers", type=int, default=1,
-                   help="list hook points of the first N layers (all: -1)")
+                   help="list hook points of the first N layers (0: model-wide points only; "
+                        "all: -1)")
     add_model_args(p)
     p.set_defaults(run=run)
 
@@ -45,6 +47,9 @@ def _report(model) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layers < -1:
+        raise InputError(f"--layers must be a count >= 0, or -1 for every layer, got "
+                         f"{args.layers}")
     model = load_model(args)
     config = {f.name: _plain(getattr(model.config, f.name))
               for f in dataclasses.fields(model.config)}

@@ -9,6 +9,7 @@ from rich.table import Table
 from ...errors import InputError
 from ...interp.knockout import KnockoutSpec, run_knockout
 from ...interp.logit_lens import format_probability, format_token
+from ..checks import at_least, indices_below, int_list, non_empty
 from ..common import add_model_args, console, emit_json, load_model, parse_layer
 
 
@@ -26,20 +27,24 @@ def register(sub) -> None:
 
 
 def parse_edge(text: str | None, seq_len: int) -> tuple[int, int]:
+    """``--edge FROM,TO`` as causal (query, key) positions; negatives count from the end."""
     if text is None:
         return seq_len - 1, 0
-    try:
-        a, b = (int(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"--edge must be FROM,TO integers, got {text!r}") from None
+    values = int_list("--edge", text)
+    if values is None or len(values) != 2:
+        raise InputError(f"--edge must be FROM,TO integers, got {text!r}")
+    a, b = values
     a, b = (a + seq_len if a < 0 else a), (b + seq_len if b < 0 else b)
     if not (0 <= b <= a < seq_len):
-        raise InputError(f"edge ({a},{b}) is not a causal edge of a {seq_len}-token prompt "
-                         f"(need 0 <= TO <= FROM < {seq_len})")
+        raise InputError(f"--edge {text}: ({a},{b}) is not a causal edge of a {seq_len}-token "
+                         f"prompt (need 0 <= TO <= FROM < {seq_len})")
     return a, b
 
 
 def run(args: argparse.Namespace) -> int:
+    at_least("--top-k", args.top_k, 1)
+    non_empty("--target", args.target)
+    heads = int_list("--heads", args.heads)
     model = load_model(args)
     tok = model.require_tokenizer()
     ids = model.encode(args.prompt)
@@ -47,15 +52,19 @@ def run(args: argparse.Namespace) -> int:
     layer = parse_layer(args.layer, model.num_layers, model.num_layers // 2)
     src, dst = parse_edge(args.edge, seq_len)
     spec = KnockoutSpec().layer(layer).edge(src, dst)
-    if args.heads:
-        spec.heads(int(h) for h in args.heads.split(","))
+    if heads is not None:
+        indices_below("--heads", heads, model.num_heads, "attention heads")
+        spec.heads(heads)
     result = run_knockout(model, ids[0], spec)
     p_base, p_abl = result.probabilities()
-    target = args.target or tok.decode_token(int(p_base.argmax()))
-    tid = tok.find_token_id(target.strip()) if args.target else int(p_base.argmax())
+    if args.target is None:
+        tid = int(p_base.argmax())
+        target = tok.decode_token(tid)
+    else:
+        target, tid = args.target, tok.find_token_id(args.target.strip())
     data = {"prompt": args.prompt, "layer": layer, "edge": [src, dst],
             "edge_tokens": [tok.decode_token(int(ids[0, src])), tok.decode_token(int(ids[0, dst]))],
-            "heads": "all" if not args.heads else [int(h) for h in args.heads.split(",")],
+            "heads": "all" if heads is None else heads,
             "target": target, "target_id": tid,
             "p_target_baseline": float(p_base[tid]), "p_target_ablated": float(p_abl[tid]),
             "target_logit_diff": result.logit_diff(tid),

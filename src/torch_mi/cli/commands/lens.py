@@ -9,7 +9,8 @@ from rich.table import Table
 
 from ...errors import InputError
 from ...interp.logit_lens import LENS_HOOKS, format_probability, format_token, logit_lens
-from ..common import add_model_args, console, emit_json, err_console, load_model
+from ..checks import at_least, non_empty
+from ..common import add_model_args, checked_plot, console, emit_json, err_console, load_model
 
 
 def register(sub) -> None:
@@ -35,9 +36,11 @@ def _plot_path(base: str, index: int, total: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.hook not in LENS_HOOKS:
-        raise InputError(f"unknown lens hook {args.hook!r}; choose one of {sorted(LENS_HOOKS)}")
-    if args.top_k < 1:
-        raise InputError("--top-k must be >= 1")
+        raise InputError(f"--hook: unknown lens hook {args.hook!r}; choose one of "
+                         f"{sorted(LENS_HOOKS)}")
+    at_least("--top-k", args.top_k, 1)
+    non_empty("--target", args.target)
+    plot = checked_plot(args)
     model = load_model(args)
     results = []
     with Progress(console=err_console, transient=True) as progress:
@@ -47,16 +50,15 @@ def run(args: argparse.Namespace) -> int:
             progress.advance(task)
     payload = []
     for index, analysis in enumerate(results):
-        target = args.target or analysis.final_predictions[0].token
+        target = analysis.final_predictions[0].token if args.target is None else args.target
         entry = analysis.to_dict()
         entry["target"] = target
         entry["first_in_top_k"] = analysis.first_appearance(target, args.top_k)
         entry["first_top1"] = analysis.first_top1(target)
-        if args.plot:
+        if plot is not None:
             from ...plots import plot_logit_lens
 
-            entry["plot"] = plot_logit_lens(analysis, _plot_path(args.plot, index,
-                                                                 len(results)))
+            entry["plot"] = plot_logit_lens(analysis, _plot_path(plot, index, len(results)))
         payload.append(entry)
         if not args.json:
             _render(analysis, entry, args.top_k)

@@ -10,9 +10,10 @@ from rich.table import Table
 
 from ...errors import InputError
 from ...hooks.spec import HookSpec
-from ...memory import estimate_memory, fix_malloc_mmap_threshold, measure_forward
+from ...memory import estimate_memory, fix_malloc_mmap_threshold, measure_forward, require_fits
 from ...memory.snapshot import MIB
-from ..common import add_model_args, console, emit_json, load_model
+from ..checks import at_least, non_empty
+from ..common import add_model_args, checked_plot, console, emit_json, load_model
 
 SMALL_FORWARD_BYTES = 16 * MIB
 PRESETS = {
@@ -48,19 +49,21 @@ def build_spec(model, preset: str, hooks: list[str]) -> HookSpec:
     return HookSpec().capture(*points, *hooks)
 
 
-def input_ids(model, args: argparse.Namespace) -> torch.Tensor:
+def check(args: argparse.Namespace) -> None:
+    """Option values, before the model loads."""
+    at_least("--batch", args.batch, 1)
+    at_least("--seq-len", args.seq_len, 1)
+    if args.prompt is not None and args.seq_len is not None:
+        raise InputError("give a prompt or --seq-len, not both")
+    non_empty("--hook", args.hook)
+
+
+def input_ids(model, args: argparse.Namespace, seq_len: int) -> torch.Tensor:
     """[batch, seq] ids: the tokenised prompt, or a deterministic synthetic sequence."""
-    if args.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {args.batch}")
     if args.prompt is not None:
-        if args.seq_len is not None:
-            raise InputError("give a prompt or --seq-len, not both")
         ids = model.encode(args.prompt)  # [1,S]
     else:
-        seq = 128 if args.seq_len is None else args.seq_len
-        if seq < 1:
-            raise InputError(f"--seq-len must be >= 1, got {seq}")
-        ids = (torch.arange(seq, device=model.device) % model.vocab_size)[None]
+        ids = (torch.arange(seq_len, device=model.device) % model.vocab_size)[None]
     return ids.expand(args.batch, -1).contiguous()
 
 
@@ -82,28 +85,32 @@ def measured_summary(report, device: torch.device, estimate_bytes: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    check(args)
+    plot_file = checked_plot(args)
     if not args.no_run:
         fix_malloc_mmap_threshold()  # freed tensors leave RSS, so the peak is honest
     model = load_model(args)
-    ids = input_ids(model, args)
+    prompt_ids = None if args.prompt is None else model.encode(args.prompt)
+    seq_len = (args.seq_len or 128) if prompt_ids is None else prompt_ids.shape[1]
     spec = build_spec(model, args.capture, args.hook)
-    estimate = estimate_memory(model, spec, ids.shape[1], ids.shape[0])
+    estimate = estimate_memory(model, spec, seq_len, args.batch)  # analytic: no allocation
     measured = None
-    if not args.no_run:
-        report = measure_forward(model, ids, spec)
+    if not args.no_run:  # refused with the estimate when it cannot fit, before any tensor
+        require_fits(estimate, model.device, hint="; --no-run prints the estimate alone")
+        report = measure_forward(model, input_ids(model, args, seq_len), spec)
         measured = measured_summary(report, model.device, estimate.forward_bytes)
     plot = None
-    if args.plot:
+    if plot_file is not None:
         from ...memory.plot import plot_memory
 
-        plot = plot_memory(estimate, args.plot,
+        plot = plot_memory(estimate, plot_file,
                            measured_bytes=None if measured is None else measured["forward_peak_bytes"],
-                           title=f"{model.source or 'model'}: batch {ids.shape[0]} x "
-                                 f"{ids.shape[1]} tokens, capture {args.capture}")
+                           title=f"{model.source or 'model'}: batch {args.batch} x "
+                                 f"{seq_len} tokens, capture {args.capture}")
     if args.json:
         emit_json({"model": model.source, "device": str(model.device),
-                   "dtype": str(model.dtype).removeprefix("torch."), "batch": ids.shape[0],
-                   "seq_len": ids.shape[1], "capture": args.capture, "hooks": args.hook,
+                   "dtype": str(model.dtype).removeprefix("torch."), "batch": args.batch,
+                   "seq_len": seq_len, "capture": args.capture, "hooks": args.hook,
                    "estimate": estimate.to_dict(), "measured": measured, "plot": plot})
         return 0
     print_tables(estimate, measured, args, model)

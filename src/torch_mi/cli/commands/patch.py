@@ -7,7 +7,8 @@ import argparse
 from rich.table import Table
 
 from ...interp.patching import METRICS, PATCH_KINDS, causal_trace
-from ..common import add_model_args, console, emit_json, load_model
+from ..checks import non_empty
+from ..common import add_model_args, checked_plot, console, emit_json, load_model
 
 
 def register(sub) -> None:
@@ -24,13 +25,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    non_empty("--answer", args.answer)
+    non_empty("--foil", args.foil)
+    plot_file = checked_plot(args)
     model = load_model(args)
     trace = causal_trace(model, args.clean, args.corrupted, answer=args.answer, foil=args.foil,
                          kind=args.kind, metric=args.metric, progress=not args.json)
     data = {"clean": args.clean, "corrupted": args.corrupted,
             "answer": model.tokenizer.decode_token(trace.answers[0]), **trace.to_dict()}
-    if args.plot:
-        data["plot"] = trace.plot(args.plot, title=f"causal trace ({args.kind}): "
+    if plot_file is not None:
+        data["plot"] = trace.plot(plot_file, title=f"causal trace ({args.kind}): "
                                                    f"{args.clean!r} vs {args.corrupted!r}")
     if args.json:
         emit_json(data)
@@ -53,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     layer, pos, value = trace.best()
     console.print(f"strongest: layer {layer}, position {pos} ({trace.tokens[pos]!r}), "
                   f"effect {value:.3f}")
-    if args.plot:
+    if plot_file is not None:
         console.print(f"heatmap written to {data['plot']}")
     return 0

@@ -7,8 +7,8 @@ import argparse
 import torch
 from rich.table import Table
 
-from ...errors import InputError
 from ...interp.logit_lens import format_probability, format_token
+from ..checks import at_least
 from ..common import add_model_args, console, emit_json, load_model
 
 
@@ -21,8 +21,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top_k < 1:
-        raise InputError("--top-k must be >= 1")
+    at_least("--top-k", args.top_k, 1)
     model = load_model(args)
     tok = model.require_tokenizer()
     ids = model.encode(args.prompt)

@@ -9,7 +9,8 @@ from rich.table import Table
 from ...errors import InputError
 from ...interp.dose import DOSE_LEVELS, dose_response
 from ...interp.vectors import mean_difference_vector, steering_vector_hooks
-from ..common import add_model_args, console, emit_json, load_model, parse_layer
+from ..checks import at_least, finite, float_list, non_empty
+from ..common import add_model_args, checked_plot, console, emit_json, load_model, parse_layer
 from .knockout import parse_edge
 
 
@@ -31,26 +32,35 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check(args: argparse.Namespace) -> tuple[float, ...]:
+    """Option values, before the model loads; the doses."""
+    finite("--scale", args.scale)
+    at_least("--max-new-tokens", args.max_new_tokens, 1)
+    for option in ("--target", "--positive", "--negative"):
+        non_empty(option, getattr(args, option[2:]))
+    if (args.positive is None) != (args.negative is None):
+        raise InputError("steering-vector mode needs both --positive and --negative prompts")
+    return float_list("--doses", args.doses)
+
+
 def run(args: argparse.Namespace) -> int:
+    doses = check(args)
+    plot_file = checked_plot(args)
     model = load_model(args)
     layer = parse_layer(args.layer, model.num_layers, model.num_layers // 2)
-    if args.positive or args.negative:
+    if args.positive is not None:
         return _vector_mode(args, model, layer)
-    try:
-        doses = tuple(float(d) for d in args.doses.split(","))
-    except ValueError:
-        raise InputError(f"--doses must be comma-separated numbers, got {args.doses!r}") from None
     ids = model.encode(args.prompt)
     edge = parse_edge(args.edge, ids.shape[1])
     curve, calibration = dose_response(model, ids[0], layer=layer, edge=edge, doses=doses,
                                        target_token=args.target)
     data = {"prompt": args.prompt, **curve.to_dict(), "target": args.target,
             "scale_for_double_attention": curve.scale_for_target(calibration.source_baseline)}
-    if args.plot:
+    if plot_file is not None:
         from ...plots import plot_curve
 
         data["plot"] = plot_curve([p.scale for p in curve.points],
-                                  [p.kl for p in curve.points], args.plot, xlabel="dose (scale)",
+                                  [p.kl for p in curve.points], plot_file, xlabel="dose (scale)",
                                   ylabel="KL(baseline || steered)",
                                   title=f"dose-response, layer {layer}, edge {edge}")
     if args.json:
@@ -65,14 +75,12 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f"{p.scale:g}", f"{p.attention_level:.4f}", f"{p.kl:.6f}", diff)
     console.print(table)
     console.print(f"scale reaching 2x baseline attention: {data['scale_for_double_attention']}")
-    if args.plot:
+    if "plot" in data:
         console.print(f"curve written to {data['plot']}")
     return 0
 
 
 def _vector_mode(args, model, layer: int) -> int:
-    if not (args.positive and args.negative):
-        raise InputError("steering-vector mode needs both --positive and --negative prompts")
     vector = mean_difference_vector(model, args.positive, args.negative, layer)
     hooks = steering_vector_hooks(vector, [layer], scale=args.scale)
     base = model.generate(args.prompt, args.max_new_tokens)

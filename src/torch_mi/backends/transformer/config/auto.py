@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ....errors import ConfigError
 from ...registry import architecture_for, find_architecture
 from .hf_keys import HFKeys, read_rope
-from .translate import dims, layer_types
+from .translate import dims, layer_types, sliding_window
 from .types import (
     FULL_ATTENTION,
     SLIDING_ATTENTION,
@@ -90,13 +90,13 @@ def auto_config(hf: dict, tensor_names: Iterable[str]) -> tuple[TransformerConfi
     post_norms = _has(names, "post_feedforward_layernorm.weight") or _has(
         names, "pre_feedforward_layernorm.weight")
     d = dims(keys, head_dim_default=256 if is_gemma else None)
-    window = keys.opt("sliding_window")
+    window = sliding_window(keys)
     if keys.hf.get("use_sliding_window") is False:
         window = None
     keys.used.add("use_sliding_window")
-    eps = keys.float("rms_norm_eps", None)
-    eps = eps if eps is not None else keys.float("norm_epsilon", None)
-    eps = eps if eps is not None else keys.float("layer_norm_eps", 1e-5)
+    eps = keys.float("rms_norm_eps", None, positive=True)
+    eps = eps if eps is not None else keys.float("norm_epsilon", None, positive=True)
+    eps = eps if eps is not None else keys.float("layer_norm_eps", 1e-5, positive=True)
     tie = keys.opt("tie_word_embeddings")
     if tie is None:
         tie = "lm_head.weight" not in names
@@ -105,7 +105,8 @@ def auto_config(hf: dict, tensor_names: Iterable[str]) -> tuple[TransformerConfi
     norm = NormType.LayerNorm if _has(names, "input_layernorm.bias") else NormType.RmsNorm
     mlp = (MlpLayout.GatedFused if _has(names, "mlp.gate_up_proj.weight")
            else MlpLayout.Plain if _has(names, "mlp.c_fc.weight") else MlpLayout.GatedSeparate)
-    query_scalar = keys.float("query_pre_attn_scalar", 256.0 if is_gemma and post_norms else None)
+    query_scalar = keys.float("query_pre_attn_scalar", 256.0 if is_gemma and post_norms else None,
+                              positive=True)
     types = _auto_layer_types(keys, d["num_layers"], window, is_gemma and post_norms)
     config = TransformerConfig(
         model_type=model_type, **d,
@@ -120,8 +121,8 @@ def auto_config(hf: dict, tensor_names: Iterable[str]) -> tuple[TransformerConfi
         embedding_scale=gemma_embedding_scale(d["hidden_size"]) if is_gemma else None,
         tie_word_embeddings=bool(tie), rope=rope, partial_rotary_factor=partial or 1.0,
         max_position_embeddings=max_pos,
-        attn_logit_softcapping=keys.float("attn_logit_softcapping", None),
-        final_logit_softcapping=keys.float("final_logit_softcapping", None),
+        attn_logit_softcapping=keys.float("attn_logit_softcapping", None, positive=True),
+        final_logit_softcapping=keys.float("final_logit_softcapping", None, positive=True),
         query_pre_attn_scalar=query_scalar, use_post_norms=post_norms,
         qk_norm=_has(names, "self_attn.q_norm.weight"),
         layer_types=types,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ....errors import ConfigError
+from .checks import MAX_LAYERS, MAX_POSITIONS, MAX_WIDTH, as_count, as_float, is_int
 from .types import RopeConfig
 
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp's precomputed Llama-3 frequency factors
@@ -48,49 +49,53 @@ class Metadata:
                               f"missing")
         return False, default
 
-    def int(self, key: str, default: Any = ...) -> int:
+    def int(self, key: str, default: Any = ..., maximum: int = MAX_POSITIONS) -> int:
+        """A non-negative integer key (a uniform per-layer array counts as one value)."""
         found, value = self._present(key, default)
         if not found:
             return value
+        name = f"{self.arch}.{key}"
         if isinstance(value, np.ndarray):  # per-layer values: accept only if uniform
-            if value.size == 0 or (value != value.flat[0]).any():
-                raise ConfigError(f"{self.where}: '{self.arch}.{key}' varies per layer "
+            if value.ndim != 1 or value.size == 0 or (value != value.flat[0]).any():
+                raise ConfigError(f"{self.where}: '{name}' varies per layer "
                                   f"({value.tolist()[:8]}...); per-layer sizes are not supported")
             value = value.flat[0]
-        if isinstance(value, (bool, float, str)) or int(value) < 0:
-            raise ConfigError(f"{self.where}: '{self.arch}.{key}' must be a non-negative "
-                              f"integer, got {value!r}")
-        return int(value)
+        if not is_int(value) or int(value) < 0:
+            raise ConfigError(f"{self.where}: '{name}' must be a non-negative integer, got "
+                              f"{value!r}")
+        return as_count(value, name, self.where, maximum=maximum)
 
-    def float(self, key: str, default: Any = ...) -> float:
+    def float(self, key: str, default: Any = ..., *, positive: bool = False) -> float:
+        """A finite number key (positive if asked); NaN and infinities are refused."""
         found, value = self._present(key, default)
         if not found:
             return value
-        if isinstance(value, (bool, str, np.ndarray, list)):
-            raise ConfigError(f"{self.where}: '{self.arch}.{key}' must be a number, got {value!r}")
-        return float(value)
+        return as_float(value, f"{self.arch}.{key}", self.where, positive=positive)
 
 
 def gguf_dims(meta: Metadata, file: Any, head_dim_default: int | None) -> dict[str, int]:
     """Sizes shared by every architecture; head_dim from key_length when given."""
-    hidden = meta.int("embedding_length")
-    heads = meta.int("attention.head_count")
+    hidden = meta.int("embedding_length", maximum=MAX_WIDTH)
+    heads = meta.int("attention.head_count", maximum=MAX_WIDTH)
     if heads == 0:
         raise ConfigError(f"{meta.where}: '{meta.arch}.attention.head_count' must be positive")
-    head_dim = meta.int("attention.key_length", head_dim_default or hidden // heads)
-    value_dim = meta.int("attention.value_length", head_dim)
+    head_dim = meta.int("attention.key_length", head_dim_default or hidden // heads,
+                        maximum=MAX_WIDTH)
+    value_dim = meta.int("attention.value_length", head_dim, maximum=MAX_WIDTH)
     if value_dim != head_dim:
         raise ConfigError(f"{meta.where}: key_length {head_dim} != value_length {value_dim}; "
                           f"different key and value head sizes are not supported")
-    return dict(hidden_size=hidden, num_layers=meta.int("block_count"),
-                num_attention_heads=heads, num_kv_heads=meta.int("attention.head_count_kv", heads),
-                head_dim=head_dim, intermediate_size=meta.int("feed_forward_length"),
+    return dict(hidden_size=hidden, num_layers=meta.int("block_count", maximum=MAX_LAYERS),
+                num_attention_heads=heads,
+                num_kv_heads=meta.int("attention.head_count_kv", heads, maximum=MAX_WIDTH),
+                head_dim=head_dim,
+                intermediate_size=meta.int("feed_forward_length", maximum=MAX_WIDTH),
                 vocab_size=_vocab_size(meta, file))
 
 
 def _vocab_size(meta: Metadata, file: Any) -> int:
     """``{arch}.vocab_size``, else the token list's length, else the embedding's rows."""
-    size = meta.int("vocab_size", 0)
+    size = meta.int("vocab_size", 0, maximum=MAX_WIDTH)
     if size:
         return size
     tokens = file.metadata.get("tokenizer.ggml.tokens")
@@ -106,6 +111,9 @@ def _vocab_size(meta: Metadata, file: Any) -> int:
 def scaled_rope(meta: Metadata, theta: float, max_pos: int) -> RopeConfig:
     """RoPE from ``rope.freq_base`` and the ``rope.scaling.*`` keys (never ignored)."""
     kind = meta.get("rope.scaling.type", "none")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{meta.where}: '{meta.arch}.rope.scaling.type' must be a string, got "
+                          f"{str(kind)[:60]}")
     factor = meta.float("rope.scaling.factor", 0.0) or meta.float("rope.scale_linear", 0.0)
     if kind == "none" and factor not in (0.0, 1.0):
         kind = "linear"  # old files: only rope.scale_linear
@@ -115,12 +123,14 @@ def scaled_rope(meta: Metadata, theta: float, max_pos: int) -> RopeConfig:
         return RopeConfig(theta=theta, rope_type="linear", factor=factor)
     if kind == "yarn":
         original = meta.int("rope.scaling.original_context_length", max_pos)
-        attention = meta.get("rope.scaling.attn_factor")
+        if original == 0:
+            raise ConfigError(f"{meta.where}: '{meta.arch}.rope.scaling.original_context_length' "
+                              f"must be positive")
         return RopeConfig(theta=theta, rope_type="yarn", factor=factor or max_pos / original,
                           original_max_position_embeddings=original,
-                          attention_factor=None if attention is None else float(attention),
-                          beta_fast=meta.get("rope.scaling.yarn_beta_fast"),
-                          beta_slow=meta.get("rope.scaling.yarn_beta_slow"))
+                          attention_factor=meta.float("rope.scaling.attn_factor", None),
+                          beta_fast=meta.float("rope.scaling.yarn_beta_fast", None),
+                          beta_slow=meta.float("rope.scaling.yarn_beta_slow", None))
     raise ConfigError(f"{meta.where}: RoPE scaling type {kind!r} in GGUF metadata is not "
                       f"supported; supported: none, linear, yarn (and Llama-3 rope_freqs)")
 
@@ -139,7 +149,7 @@ def llama3_factors(theta: float, dim: int, factor: float, low: float, high: floa
 def llama3_rope(meta: Metadata, file: Any, theta: float, dim: int) -> RopeConfig:
     """Recognise the Llama-3 settings behind a ``rope_freqs`` tensor, or refuse it."""
     info = file.tensors[ROPE_FREQS]
-    if info.type_name != "F32" or info.num_elements != dim // 2:
+    if dim < 2 or info.type_name != "F32" or info.num_elements != dim // 2:
         raise ConfigError(f"{meta.where}: {ROPE_FREQS} is {info.type_name} {list(info.shape)}; "
                           f"expected F32 [{dim // 2}]")
     stored = file.raw(ROPE_FREQS).view(np.float32).astype(np.float64)

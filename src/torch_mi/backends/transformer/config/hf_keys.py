@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ....errors import ConfigError
+from .checks import MAX_POSITIONS, as_count, as_float, float_list, optional_float
 from .types import RopeConfig
 
 # Keys that never change the forward pass of a causal LM at inference.
@@ -64,8 +65,8 @@ class HFKeys:
         value = self.hf.get(key, _MISSING)
         return default if value is _MISSING or value is None else value
 
-    def int(self, key: str, default: Any = _MISSING) -> int:
-        """A required (or defaulted) non-negative integer."""
+    def int(self, key: str, default: Any = _MISSING, maximum: int = MAX_POSITIONS) -> int:
+        """A required (or defaulted) non-negative integer, at most ``maximum``."""
         self.used.add(key)
         value = self.hf.get(key)
         if value is None:
@@ -79,18 +80,17 @@ class HFKeys:
             raise ConfigError(
                 f"{self.where}: field '{key}' must be a non-negative integer, got {value!r}"
             )
-        return value
+        return as_count(value, key, self.where, maximum=maximum)
 
-    def float(self, key: str, default: Any = _MISSING) -> float | None:
+    def float(self, key: str, default: Any = _MISSING, *, positive: bool = False) -> float | None:
+        """A finite number (positive if asked); NaN and infinities are always refused."""
         self.used.add(key)
         value = self.hf.get(key)
         if value is None:
             if default is _MISSING:
                 raise ConfigError(f"{self.where}: missing required numeric field '{key}'")
             return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{self.where}: field '{key}' must be a number, got {value!r}")
-        return float(value)
+        return as_float(value, key, self.where, positive=positive)
 
     def bool(self, key: str, default: bool) -> bool:
         self.used.add(key)
@@ -128,6 +128,7 @@ class HFKeys:
 
 def _rope_from_dict(params: dict[str, Any], theta: float, top_original: int | None,
                     max_pos: int, where: str) -> RopeConfig:
+    """A RopeConfig from HF's RoPE dict; every number is checked under its own key name."""
     unknown = sorted(set(params) - ROPE_DICT_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown RoPE parameters {unknown}")
@@ -135,53 +136,73 @@ def _rope_from_dict(params: dict[str, Any], theta: float, top_original: int | No
     if rope_type == "su":  # Phi-3's old name for LongRoPE
         rope_type = "longrope"
     original = params.get("original_max_position_embeddings")
+    if original is not None:
+        original = as_count(original, "original_max_position_embeddings", where, minimum=1,
+                            maximum=MAX_POSITIONS)
     if rope_type in ("llama3", "yarn", "longrope"):
         # HF gives a top-level original_max_position_embeddings priority (Phi-3).
         original = top_original if top_original is not None else (original or max_pos)
-    factor = params.get("factor")
+    factor = optional_float(params.get("factor"), "factor", where, positive=True)
     if rope_type in ("yarn", "longrope") and factor is None:
         factor = max_pos / original
     if rope_type in ("linear", "dynamic", "llama3") and factor is None:
         raise ConfigError(f"{where}: RoPE type {rope_type!r} needs a 'factor'")
+    truncate = params.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise ConfigError(f"{where}: RoPE 'truncate' must be true/false, got {truncate!r}")
 
-    def tup(values):
-        return None if values is None else tuple(float(x) for x in values)
+    def number(key: str) -> float | None:
+        return optional_float(params.get(key), key, where)
 
     return RopeConfig(
-        theta=float(params.get("rope_theta", theta)),
+        theta=as_float(params.get("rope_theta", theta), "rope_theta", where, positive=True),
         rope_type=rope_type,
-        factor=None if factor is None else float(factor),
-        original_max_position_embeddings=None if original is None else int(original),
-        low_freq_factor=params.get("low_freq_factor"),
-        high_freq_factor=params.get("high_freq_factor"),
-        attention_factor=params.get("attention_factor"),
-        beta_fast=params.get("beta_fast"),
-        beta_slow=params.get("beta_slow"),
-        mscale=params.get("mscale"),
-        mscale_all_dim=params.get("mscale_all_dim"),
-        truncate=bool(params.get("truncate", True)),
-        short_factor=tup(params.get("short_factor")),
-        long_factor=tup(params.get("long_factor")),
+        factor=factor,
+        original_max_position_embeddings=original,
+        low_freq_factor=number("low_freq_factor"),
+        high_freq_factor=number("high_freq_factor"),
+        attention_factor=number("attention_factor"),
+        beta_fast=number("beta_fast"),
+        beta_slow=number("beta_slow"),
+        mscale=number("mscale"),
+        mscale_all_dim=number("mscale_all_dim"),
+        truncate=truncate,
+        short_factor=float_list(params.get("short_factor"), "short_factor", where),
+        long_factor=float_list(params.get("long_factor"), "long_factor", where),
     )
+
+
+def _rope_params(keys: HFKeys, layer_type: str | None) -> tuple[dict[str, Any], str]:
+    """(the RoPE dict for ``layer_type``, the key it came from)."""
+    key = "rope_parameters" if keys.has("rope_parameters") else "rope_scaling"
+    params = keys.opt("rope_parameters") or keys.opt("rope_scaling") or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{keys.where}: '{key}' must be an object, got {params!r}")
+    if layer_type is not None and layer_type in params:
+        params, key = params[layer_type] or {}, f"{key}.{layer_type}"
+    elif any(isinstance(v, dict) for v in params.values()):
+        nested = sorted(k for k, v in params.items() if isinstance(v, dict))
+        if layer_type is None and "full_attention" in params:
+            params, key = params["full_attention"], f"{key}.full_attention"
+        else:
+            raise ConfigError(f"{keys.where}: per-layer-type RoPE parameters {nested} not understood")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{keys.where}: '{key}' must be an object, got {params!r}")
+    return params, key
 
 
 def read_rope(keys: HFKeys, max_pos: int, default_theta: float,
               layer_type: str | None = None) -> tuple[RopeConfig, float | None]:
     """RoPE settings in either the new ``rope_parameters`` or the old ``rope_theta`` +
     ``rope_scaling`` form. Returns the config and any ``partial_rotary_factor`` found."""
-    theta = keys.float("rope_theta", default_theta)
-    params = keys.opt("rope_parameters") or keys.opt("rope_scaling") or {}
-    if not isinstance(params, dict):
-        raise ConfigError(f"{keys.where}: RoPE parameters must be an object, got {params!r}")
-    if layer_type is not None and layer_type in params:
-        params = params[layer_type] or {}
-    elif any(isinstance(v, dict) for v in params.values()):
-        nested = sorted(k for k, v in params.items() if isinstance(v, dict))
-        if layer_type is None and "full_attention" in params:
-            params = params["full_attention"]
-        else:
-            raise ConfigError(f"{keys.where}: per-layer-type RoPE parameters {nested} not understood")
+    theta = keys.float("rope_theta", default_theta, positive=True)
+    params, key = _rope_params(keys, layer_type)
     top_original = keys.opt("original_max_position_embeddings")
+    if top_original is not None:
+        top_original = as_count(top_original, "original_max_position_embeddings", keys.where,
+                                minimum=1, maximum=MAX_POSITIONS)
     partial = params.get("partial_rotary_factor", keys.opt("partial_rotary_factor"))
-    rope = _rope_from_dict(dict(params), theta, top_original, max_pos, keys.where)
-    return rope, None if partial is None else float(partial)
+    rope = _rope_from_dict(dict(params), theta, top_original, max_pos, f"{keys.where}: {key}")
+    if partial is not None:
+        partial = as_float(partial, "partial_rotary_factor", keys.where, positive=True)
+    return rope, partial

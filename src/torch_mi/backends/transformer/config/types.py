@@ -14,6 +14,17 @@ from enum import Enum
 
 from ....errors import ConfigError
 from ...registry import architecture_for, resolve_hf
+from .checks import (
+    MAX_LAYERS,
+    MAX_POSITIONS,
+    MAX_WIDTH,
+    as_count,
+    as_float,
+    float_list,
+    is_int,
+    is_real,
+    optional_float,
+)
 
 FULL_ATTENTION = "full_attention"
 SLIDING_ATTENTION = "sliding_attention"
@@ -74,7 +85,7 @@ ACTIVATIONS_BY_HF_NAME: dict[str, Activation] = {
 
 
 def activation_from_hf(name: object, where: str) -> Activation:
-    if name not in ACTIVATIONS_BY_HF_NAME:
+    if not isinstance(name, str) or name not in ACTIVATIONS_BY_HF_NAME:
         raise ConfigError(
             f"{where}: activation {name!r} is not supported; supported: "
             f"{sorted(ACTIVATIONS_BY_HF_NAME)}"
@@ -110,8 +121,47 @@ class RopeConfig:
                 f"RoPE scaling type {self.rope_type!r} is not supported; supported types: "
                 f"{', '.join(ROPE_TYPES)}. Remove or change 'rope_scaling'/'rope_parameters'."
             )
-        if self.theta <= 0:
-            raise ConfigError(f"rope theta must be positive, got {self.theta}")
+        where = f"RoPE config ({self.rope_type})"
+        as_float(self.theta, "rope_theta", where, positive=True)
+        for name in ("factor", "low_freq_factor", "high_freq_factor", "attention_factor",
+                     "beta_fast", "beta_slow"):
+            optional_float(getattr(self, name), name, where, positive=True)
+        for name in ("mscale", "mscale_all_dim"):
+            value = getattr(self, name)
+            if value is not None:
+                as_float(value, name, where, non_negative=True)
+        if self.original_max_position_embeddings is not None:
+            as_count(self.original_max_position_embeddings, "original_max_position_embeddings",
+                     where, minimum=1, maximum=MAX_POSITIONS)
+        if not isinstance(self.truncate, bool):
+            raise ConfigError(f"{where}: 'truncate' must be true/false, got {self.truncate!r}")
+        for name in ("short_factor", "long_factor"):
+            float_list(getattr(self, name), name, where)
+        self._check_type_needs(where)
+
+    def _check_type_needs(self, where: str) -> None:
+        """What each scaling type's formula needs (HF's rope validation, plus the inputs
+        that would divide by zero or take the log of zero)."""
+        kind = self.rope_type
+        if kind != "default" and self.factor is None:
+            raise ConfigError(f"{where}: RoPE type {kind!r} needs a 'factor'")
+        if kind in ("llama3", "yarn", "longrope") and self.original_max_position_embeddings is None:
+            raise ConfigError(f"{where}: RoPE type {kind!r} needs "
+                              f"'original_max_position_embeddings'")
+        if kind == "llama3" and not (self.low_freq_factor is not None
+                                     and self.high_freq_factor is not None
+                                     and self.low_freq_factor < self.high_freq_factor):
+            raise ConfigError(f"{where}: llama3 RoPE needs low_freq_factor < high_freq_factor, "
+                              f"got {self.low_freq_factor!r} and {self.high_freq_factor!r}")
+        if kind == "yarn" and self.theta == 1.0:
+            raise ConfigError(f"{where}: yarn RoPE divides by log(rope_theta); rope_theta must "
+                              f"not be 1")
+        if kind == "longrope":
+            if self.short_factor is None or self.long_factor is None:
+                raise ConfigError(f"{where}: longrope needs 'short_factor' and 'long_factor'")
+            if self.factor > 1.0 and self.original_max_position_embeddings < 2:
+                raise ConfigError(f"{where}: longrope divides by log(original_max_position_"
+                                  f"embeddings); it must be at least 2")
 
 
 @dataclass(frozen=True)
@@ -149,19 +199,30 @@ class TransformerConfig:
     sliding_window: int | None = None
 
     def __post_init__(self) -> None:
+        self._validate_sizes()
         if not self.layer_types:
             object.__setattr__(self, "layer_types", (FULL_ATTENTION,) * self.num_layers)
+        elif not isinstance(self.layer_types, (list, tuple)):
+            raise ConfigError(f"{self.model_type} config: layer_types must be a list, got "
+                              f"{self.layer_types!r}")
         else:
             object.__setattr__(self, "layer_types", tuple(self.layer_types))
         self._validate()
+        self._validate_numbers()
 
-    def _validate(self) -> None:
+    def _validate_sizes(self) -> None:
         where = f"{self.model_type} config"
+        if not isinstance(self.model_type, str):
+            raise ConfigError(f"model_type must be a string, got {self.model_type!r}")
         for name in ("hidden_size", "num_layers", "num_attention_heads", "num_kv_heads",
                      "head_dim", "intermediate_size", "vocab_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not is_int(value) or value <= 0:
                 raise ConfigError(f"{where}: '{name}' must be a positive integer, got {value!r}")
+            as_count(value, name, where, maximum=MAX_LAYERS if name == "num_layers" else MAX_WIDTH)
+
+    def _validate(self) -> None:
+        where = f"{self.model_type} config"
         if self.num_attention_heads % self.num_kv_heads:
             raise ConfigError(
                 f"{where}: num_attention_heads ({self.num_attention_heads}) must be a multiple "
@@ -172,15 +233,54 @@ class TransformerConfig:
                 f"{where}: layer_types has {len(self.layer_types)} entries but the model has "
                 f"{self.num_layers} layers"
             )
-        unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        unknown = sorted({repr(t) for t in self.layer_types if t not in LAYER_TYPES})
         if unknown:
             raise ConfigError(f"{where}: unsupported layer types {unknown}; supported {LAYER_TYPES}")
-        if SLIDING_ATTENTION in self.layer_types and not self.sliding_window:
+        if SLIDING_ATTENTION in self.layer_types and self.sliding_window is None:
             raise ConfigError(f"{where}: sliding layers need a positive 'sliding_window'")
-        if not 0.0 < self.partial_rotary_factor <= 1.0:
+        if not is_real(self.partial_rotary_factor) or not 0.0 < self.partial_rotary_factor <= 1.0:
             raise ConfigError(f"{where}: partial_rotary_factor must be in (0, 1]")
         if self.rotary_dim % 2:
             raise ConfigError(f"{where}: the rotary dimension ({self.rotary_dim}) must be even")
+
+    def _validate_numbers(self) -> None:
+        """Every float finite and in range, every flag a bool, every enum an enum member."""
+        where = f"{self.model_type} config"
+        as_float(self.norm_eps, "norm_eps", where, positive=True)
+        for name in ("embedding_scale", "attn_logit_softcapping", "final_logit_softcapping",
+                     "query_pre_attn_scalar"):
+            optional_float(getattr(self, name), name, where, positive=True)
+        as_count(self.max_position_embeddings, "max_position_embeddings", where, minimum=1,
+                 maximum=MAX_POSITIONS)
+        if self.sliding_window is not None:
+            as_count(self.sliding_window, "sliding_window", where, minimum=1,
+                     maximum=MAX_POSITIONS)
+        for name in ("qkv_bias", "o_proj_bias", "mlp_bias", "tie_word_embeddings",
+                     "use_post_norms", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{where}: '{name}' must be true/false, got "
+                                  f"{getattr(self, name)!r}")
+        for name, kind in (("norm_type", NormType), ("activation", Activation),
+                           ("qkv_layout", QkvLayout), ("mlp_layout", MlpLayout)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"{where}: '{name}' must be a {kind.__name__}")
+        for rope in (self.rope, self.rope_local):
+            if rope is not None:
+                self._check_rope_fits(rope, where)
+
+    def _check_rope_fits(self, rope: RopeConfig, where: str) -> None:
+        """RoPE settings that depend on the rotary dimension."""
+        if not isinstance(rope, RopeConfig):
+            raise ConfigError(f"{where}: rope must be a RopeConfig, got {rope!r}")
+        half = self.rotary_dim // 2
+        for name in ("short_factor", "long_factor"):
+            factors = getattr(rope, name)
+            if factors is not None and len(factors) != half:
+                raise ConfigError(f"{where}: longrope '{name}' has {len(factors)} entries; the "
+                                  f"rotary dimension {self.rotary_dim} needs {half}")
+        if rope.rope_type == "dynamic" and self.rotary_dim <= 2:
+            raise ConfigError(f"{where}: dynamic RoPE needs a rotary dimension above 2, got "
+                              f"{self.rotary_dim}")
 
     # ---- derived values ---------------------------------------------------------------------
     @property

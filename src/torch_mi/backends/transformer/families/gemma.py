@@ -28,7 +28,7 @@ def translate(hf: dict) -> TransformerConfig:
     return finish(
         keys, model_type="gemma", **d,
         norm_type=NormType.GemmaRmsNorm,
-        norm_eps=keys.float("rms_norm_eps", 1e-6),
+        norm_eps=keys.float("rms_norm_eps", 1e-6, positive=True),
         activation=gemma_activation(keys),
         qkv_bias=attention_bias, o_proj_bias=attention_bias,
         embedding_scale=gemma_embedding_scale(d["hidden_size"]),

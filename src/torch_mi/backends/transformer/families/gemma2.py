@@ -4,7 +4,7 @@ sliding-window layers (even layers slide in HF)."""
 from __future__ import annotations
 
 from ..config.hf_keys import HFKeys
-from ..config.translate import dims, finish, layer_types, nullable
+from ..config.translate import dims, finish, layer_types, nullable, sliding_window
 from ..config.types import (
     FULL_ATTENTION,
     SLIDING_ATTENTION,
@@ -22,13 +22,13 @@ def sandwich_fields(keys: HFKeys, d: dict) -> dict:
     keys.opt("hidden_act")  # legacy duplicate of hidden_activation; HF ignores it
     return dict(
         norm_type=NormType.GemmaRmsNorm,
-        norm_eps=keys.float("rms_norm_eps", 1e-6),
+        norm_eps=keys.float("rms_norm_eps", 1e-6, positive=True),
         activation=activation_from_hf(keys.opt("hidden_activation", "gelu_pytorch_tanh"),
                                       keys.where),
         qkv_bias=attention_bias, o_proj_bias=attention_bias,
         embedding_scale=gemma_embedding_scale(d["hidden_size"]),
         tie_word_embeddings=keys.bool("tie_word_embeddings", True),
-        query_pre_attn_scalar=float(keys.float("query_pre_attn_scalar", 256.0)),
+        query_pre_attn_scalar=float(keys.float("query_pre_attn_scalar", 256.0, positive=True)),
         use_post_norms=True,
     )
 
@@ -37,7 +37,7 @@ def translate(hf: dict) -> TransformerConfig:
     keys = HFKeys(hf, "gemma2 config")
     d = dims(keys, head_dim_default=256)
     keys.expect("use_bidirectional_attention", [None, False], "only causal attention is supported")
-    window = nullable(keys, "sliding_window", 4096)
+    window = sliding_window(keys, 4096)
     alternating = [SLIDING_ATTENTION if i % 2 == 0 else FULL_ATTENTION
                    for i in range(d["num_layers"])]
     return finish(

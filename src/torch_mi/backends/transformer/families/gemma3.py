@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ....errors import ConfigError
+from ..config.checks import as_count
 from ..config.gguf_keys import GGUF_BLOCK_NAMES, Metadata, gguf_dims, scaled_rope
 from ..config.hf_keys import HFKeys, read_rope
-from ..config.translate import dims, finish, layer_types, nullable
+from ..config.translate import dims, finish, layer_types, sliding_window
 from ..config.types import (
     FULL_ATTENTION,
     SLIDING_ATTENTION,
@@ -34,7 +35,7 @@ def _ropes(keys: HFKeys, max_pos: int):
         keys.used.add("rope_local_base_freq")
         return full, local
     full, _ = read_rope(keys, max_pos, GLOBAL_THETA)
-    local_theta = keys.float("rope_local_base_freq", LOCAL_THETA)
+    local_theta = keys.float("rope_local_base_freq", LOCAL_THETA, positive=True)
     return full, RopeConfig(theta=local_theta)
 
 
@@ -45,8 +46,11 @@ def translate(hf: dict, model_type: str = "gemma3_text") -> TransformerConfig:
         raise ConfigError(f"{keys.where}: bidirectional Gemma 3 (embedding models) is not a "
                           f"causal LM; only causal attention is supported")
     keys.used.add("use_bidirectional_attention")
-    window = nullable(keys, "sliding_window", 4096)
+    window = sliding_window(keys, 4096)
     pattern = keys.int("sliding_window_pattern", keys.int("_sliding_window_pattern", 6))
+    if pattern == 0:
+        raise ConfigError(f"{keys.where}: 'sliding_window_pattern' must be positive (every "
+                          f"pattern-th layer is global), got 0")
     default = [SLIDING_ATTENTION if (i + 1) % pattern else FULL_ATTENTION
                for i in range(d["num_layers"])]
     max_pos = keys.int("max_position_embeddings", 131_072)
@@ -55,8 +59,8 @@ def translate(hf: dict, model_type: str = "gemma3_text") -> TransformerConfig:
         keys, model_type=model_type, **d, **sandwich_fields(keys, d),
         max_position_embeddings=max_pos,
         rope=full_rope, rope_local=local_rope,
-        attn_logit_softcapping=keys.float("attn_logit_softcapping", None),
-        final_logit_softcapping=keys.float("final_logit_softcapping", None),
+        attn_logit_softcapping=keys.float("attn_logit_softcapping", None, positive=True),
+        final_logit_softcapping=keys.float("final_logit_softcapping", None, positive=True),
         qk_norm=True,
         layer_types=layer_types(keys, d["num_layers"], window, default if window else None),
         sliding_window=window,
@@ -87,9 +91,8 @@ def _gemma3_layer_types(meta: Metadata, num_layers: int) -> tuple[str, ...]:
             raise ConfigError(f"{meta.where}: sliding_window_pattern has {pattern.size} entries "
                               f"for {num_layers} layers")
         return tuple(SLIDING_ATTENTION if bool(s) else FULL_ATTENTION for s in pattern)
-    period = int(pattern) if pattern is not None else GEMMA3_SLIDING_PERIOD
-    if period <= 0:
-        raise ConfigError(f"{meta.where}: sliding_window_pattern must be positive, got {period}")
+    period = GEMMA3_SLIDING_PERIOD if pattern is None else as_count(
+        pattern, f"{meta.arch}.attention.sliding_window_pattern", meta.where, minimum=1)
     return tuple(SLIDING_ATTENTION if (i + 1) % period else FULL_ATTENTION
                  for i in range(num_layers))
 
@@ -99,8 +102,10 @@ def translate_gguf(file: Any) -> TransformerConfig:
     meta = Metadata(file)
     d = gguf_dims(meta, file, 256)
     max_pos = meta.int("context_length", 131_072)
-    full_rope = scaled_rope(meta, meta.float("rope.freq_base", 1_000_000.0), max_pos)
-    local_rope = RopeConfig(theta=meta.float("rope.freq_base_swa", GEMMA3_LOCAL_THETA))
+    full_rope = scaled_rope(meta, meta.float("rope.freq_base", 1_000_000.0, positive=True),
+                            max_pos)
+    local_rope = RopeConfig(theta=meta.float("rope.freq_base_swa", GEMMA3_LOCAL_THETA,
+                                             positive=True))
     # Not in the GGUF. HF's default is 256, which every released size's config.json uses
     # except 27B (62 layers), whose config says hidden/heads = 168; llama.cpp applies the
     # same 27B rule, so we do too (transformers' GGUF loader would use 256 there).
@@ -111,7 +116,7 @@ def translate_gguf(file: Any) -> TransformerConfig:
     return TransformerConfig(
         model_type="gemma3_text", **d,
         norm_type=NormType.GemmaRmsNorm,
-        norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-6),
+        norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-6, positive=True),
         activation=Activation.GeluApprox,
         embedding_scale=gemma_embedding_scale(d["hidden_size"]),
         tie_word_embeddings="output.weight" not in file.tensors,

@@ -25,7 +25,7 @@ def translate(hf: dict) -> TransformerConfig:
     keys.expect("sliding_window", [None], "LLaMA has no sliding window")
     return finish(
         keys, model_type="llama", **d,
-        norm_eps=keys.float("rms_norm_eps", 1e-6),
+        norm_eps=keys.float("rms_norm_eps", 1e-6, positive=True),
         activation=activation_from_hf(keys.opt("hidden_act", "silu"), keys.where),
         qkv_bias=attention_bias, o_proj_bias=attention_bias,
         mlp_bias=keys.bool("mlp_bias", False),
@@ -43,14 +43,15 @@ def translate_gguf(file: Any) -> TransformerConfig:
         raise ConfigError(f"{meta.where}: rope.dimension_count {rot} != head size "
                           f"{d['head_dim']}; partial rotary LLaMA models are not supported")
     max_pos = meta.int("context_length", 2048)
-    theta = meta.float("rope.freq_base", 10_000.0)
+    theta = meta.float("rope.freq_base", 10_000.0, positive=True)
     if ROPE_FREQS in file.tensors:
         rope = llama3_rope(meta, file, theta, d["head_dim"])
     else:
         rope = scaled_rope(meta, theta, max_pos)
     return TransformerConfig(
         model_type="llama", **d,
-        norm_type=NormType.RmsNorm, norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-5),
+        norm_type=NormType.RmsNorm,
+        norm_eps=meta.float("attention.layer_norm_rms_epsilon", 1e-5, positive=True),
         activation=Activation.Silu,
         qkv_bias="blk.0.attn_q.bias" in file.tensors,
         o_proj_bias="blk.0.attn_output.bias" in file.tensors,

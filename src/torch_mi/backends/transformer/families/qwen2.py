@@ -13,7 +13,7 @@ def translate(hf: dict) -> TransformerConfig:
     window, types = qwen_windows(keys, d["num_layers"])
     return finish(
         keys, model_type="qwen2", **d,
-        norm_eps=keys.float("rms_norm_eps", 1e-6),
+        norm_eps=keys.float("rms_norm_eps", 1e-6, positive=True),
         activation=activation_from_hf(keys.opt("hidden_act", "silu"), keys.where),
         qkv_bias=True,
         tie_word_embeddings=keys.bool("tie_word_embeddings", False),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config.hf_keys import HFKeys
-from ..config.translate import dims, finish, layer_types
+from ..config.translate import dims, finish, layer_types, sliding_window
 from ..config.types import MlpLayout, NormType, TransformerConfig, activation_from_hf
 
 
@@ -11,11 +11,11 @@ def translate(hf: dict) -> TransformerConfig:
     keys = HFKeys(hf, "starcoder2 config")
     d = dims(keys)
     bias = keys.bool("use_bias", True)
-    window = keys.opt("sliding_window")
+    window = sliding_window(keys)
     return finish(
         keys, model_type="starcoder2", **d,
         norm_type=NormType.LayerNorm,
-        norm_eps=keys.float("norm_epsilon", 1e-5),
+        norm_eps=keys.float("norm_epsilon", 1e-5, positive=True),
         activation=activation_from_hf(keys.opt("hidden_act", "gelu_pytorch_tanh"), keys.where),
         mlp_layout=MlpLayout.Plain,
         qkv_bias=bias, o_proj_bias=bias, mlp_bias=bias,
