@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,18 @@ def test_the_library_plot_functions_check_the_path_too(tmp_path):
         plot_curve([0, 1], [0, 1], 3, xlabel="x", ylabel="y")
     assert os.listdir(tmp_path) == []
 
+
+
+def test_a_closed_stdout_is_a_quiet_exit_code_1(tiny):
+    """``torch-mi ... | head -c 0``: the reader is gone before the output is written. The
+    process must end with exit code 1 and at most one line on stderr, never a traceback
+    (or Python's "Exception ignored ... BrokenPipeError" at exit)."""
+    for argv in (["predict", "Hi"], ["predict", "Hi", "--json"]):
+        child = subprocess.Popen([sys.executable, "-m", "torch_mi", *argv, "--model", tiny],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        child.stdout.close()  # before the model has even loaded
+        err = child.stderr.read().decode()
+        assert child.wait(timeout=120) == 1, err
+        assert "Traceback" not in err and "Exception ignored" not in err
+        assert err.count("\n") <= 1, err

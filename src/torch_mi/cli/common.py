@@ -79,17 +79,19 @@ def shown(token: str) -> str:
 
 
 def parse_layer(value: str | None, n_layers: int, default: int | None = None) -> int:
+    """``--layer`` as an index in [0, n_layers): ASCII digits only (no '١'), negatives count
+    from the end, a 5000-digit number is out of range (not a ValueError from int())."""
     if value is None:
         if default is None:
             raise InputError("a layer index is required (--layer)")
         return default
     digits = value[1:] if value.startswith("-") else value
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
-        raise InputError(f"--layer must be an integer such as 3 or -1, got {value!r}")
-    layer = int(value)
+    if not (digits.isascii() and digits.isdigit()):
+        raise InputError(f"--layer must be an integer such as 3 or -1, got {value!r:.40}")
+    layer = int(value) if len(digits) <= 9 else n_layers * 2 + 1  # 5000 digits: out of range
     if layer < 0:
         layer += n_layers
     if not 0 <= layer < n_layers:
-        raise InputError(f"layer {value} is out of range: the model has {n_layers} layers "
+        raise InputError(f"--layer {value:.20} is out of range: the model has {n_layers} layers "
                          f"(0..{n_layers - 1}; negative values count from the end)")
     return layer

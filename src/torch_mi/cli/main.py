@@ -5,7 +5,9 @@ type), 1 for everything else, expected or not. ``--debug`` adds the traceback.""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import traceback
 
@@ -56,8 +58,17 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] + more
 
 
+def _silence_stdout() -> None:
+    """After EPIPE (``torch-mi ... | head``), point stdout at /dev/null so the interpreter's
+    final flush does not print a second error."""
+    with contextlib.suppress(OSError, ValueError):  # no real stdout (in-process capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _report(args: argparse.Namespace, exc: BaseException) -> int:
     """Write the failure as one line (after the traceback with --debug); the exit code."""
+    if isinstance(exc, BrokenPipeError):
+        _silence_stdout()
     if args.debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, KeyboardInterrupt):
@@ -90,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends as one line
         return _report(args, exc)
+    except SystemExit as exc:  # rich exits 1 on a closed stdout, after silencing it
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILURE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,8 +58,10 @@ def onednn_linear_available() -> bool:
 
 
 SMALL_ROWS = 16  # up to here, rows are padded to a power of two (GEMMs that read weights)
-EIGHTHS = (10, 13, 16)  # above, to 2**k times 1.25, 1.625 or 2: at most 30% padding, ~12% on average
-PAD_BYTES_LIMIT = 4 << 20  # padding may add at most 4 MiB to an output; beyond, F.linear
+EIGHTHS = (10, 13, 16)  # above, to 2**k times 1.25, 1.625 or 2 (three sizes per doubling)
+CHEAP_PAD_ROWS = 64  # up to here a GEMM mostly reads its weights: padding is almost free
+MAX_PAD_FRACTION = 8  # above, pad by at most rows / 8, else F.linear (about as fast there)
+PAD_BYTES_LIMIT = 8 << 20  # and never add more than 8 MiB to an output
 
 
 def bucket_rows(rows: int) -> int:
@@ -79,11 +81,31 @@ def bucket_rows(rows: int) -> int:
 
 
 def padded_rows(rows: int, out_features: int, itemsize: int) -> int | None:
-    """The bucket oneDNN computes ``rows`` rows in, or None when the padding would add more
-    than ``PAD_BYTES_LIMIT`` to the output (the unembedding of a long prompt: 127 padding
-    rows x 49152 logits is 25 MB), where F.linear is as fast and needs no padding at all."""
+    """The bucket oneDNN computes ``rows`` rows in, or None to take F.linear instead.
+
+    Padding is taken where it is cheap: always up to 64 rows (weight-bound GEMMs: 5 rows
+    padded to 8 cost oneDNN ~nothing, while F.linear is 2x slower there), above that only by
+    at most an eighth of the rows (513 rows would compute 640: F.linear is faster), and never
+    by more than 8 MiB of output (the unembedding of a long prompt: 127 padding rows x 49152
+    logits would be 25 MB)."""
     bucket = bucket_rows(rows)
-    return bucket if (bucket - rows) * out_features * itemsize <= PAD_BYTES_LIMIT else None
+    extra = bucket - rows
+    if extra * out_features * itemsize > PAD_BYTES_LIMIT:
+        return None
+    if rows > CHEAP_PAD_ROWS and extra * MAX_PAD_FRACTION > rows:
+        return None
+    return bucket
+
+
+def linear_rows(rows: int, out_features: int, dtype: torch.dtype,
+                device: torch.device | str) -> int:
+    """Rows of the buffer an inference Linear's output lives in, for memory plans: the
+    bucket where the CPU fp32 oneDNN path pads (the output is a view of it), else ``rows``."""
+    if dtype is not torch.float32 or torch.device(device).type != "cpu" \
+            or not onednn_linear_available():
+        return rows
+    padded = padded_rows(rows, out_features, 4)
+    return rows if padded is None else padded
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
