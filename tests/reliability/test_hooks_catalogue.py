@@ -208,7 +208,7 @@ def test_knockout_with_neg_inf_never_produces_nan(loaded):
 
 def test_user_exceptions_inside_apply_reach_the_caller_unchanged(loaded):
     class Stop(Exception):
-        pass
+        """A user's own exception, raised to stop a forward early."""
 
     def stop(t, p):
         raise Stop("early exit")
