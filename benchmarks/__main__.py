@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .common import ROOT, machine, setup_threads
+from .common import ROOT, machine, run_worker, setup_threads
 
 SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens")
 
@@ -70,6 +70,18 @@ def run(args: argparse.Namespace) -> dict:
                                                  / tl["torch-mi capture-all"]["median"])
         return tl
 
+    def capture_scenario() -> dict:
+        from .assets import gguf_path
+
+        figures = forward.capture_all(ours, capture_len, args.quick)
+        # The same in a fresh process on glibc's default malloc settings (see
+        # torch_mi.memory.allocator): what the policy is worth, reported next to it.
+        figures["glibc_defaults"] = run_worker(
+            ["-m", "benchmarks.workers.capture_worker", str(args.model_dir or gguf_path()),
+             str(capture_len), "quick" if args.quick else "full"],
+            env={"TORCH_MI_KEEP_FREED_MEMORY": "0"})
+        return figures
+
     def loading_scenario() -> dict:
         from .assets import gguf_path
 
@@ -80,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     scenarios = {
         "forward": lambda: forward.forward_no_hooks(ours, hf["sdpa"], hf["eager"], seq_lens,
                                                     args.quick),
-        "capture": lambda: forward.capture_all(ours, capture_len, args.quick),
+        "capture": capture_scenario,
         "scaling": lambda: forward.hook_scaling(ours, seq_lens, args.quick),
         "generation": lambda: generation.greedy_generation(
             ours, hf["sdpa"], ours.tokenizer, 8 if args.quick else 64, 1 if args.quick else 3),

@@ -61,6 +61,10 @@ def setup_threads() -> None:
 
 
 def machine() -> dict:
+    """The machine and process settings a figure depends on (call after loading a model:
+    torch-mi's malloc policy is applied then)."""
+    from torch_mi.memory import allocator_policy
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -70,7 +74,7 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": THREADS,
             "python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform()}
+            "platform": platform.platform(), "malloc": allocator_policy()}
 
 
 def run_worker(args: list[str], python: str | None = None, env: dict | None = None,

@@ -102,8 +102,13 @@ class MIModel:
 
         if not isinstance(allow_nonfinite, bool):
             raise ConfigError(f"allow_nonfinite must be True or False, got {allow_nonfinite!r}")
+        target = resolve_device(device)
+        if target.type == "cpu":  # freed activations kept for reuse (see memory.allocator)
+            from .memory.allocator import apply_default_policy
+
+            apply_default_policy()
         backend, tokenizer, source = load_parts(model, revision=revision,
-                                                device=resolve_device(device),
+                                                device=target,
                                                 dtype=resolve_dtype(dtype),
                                                 allow_nonfinite=allow_nonfinite)
         return cls(backend, tokenizer, source=source)

@@ -10,10 +10,8 @@ so RSS only tracks tensor allocations once big blocks are always mmapped
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -21,35 +19,11 @@ import torch
 
 from ..errors import MemoryReportError
 from ..model import LanguageModel
+from .allocator import trim_heap
 from .report import MemoryReport
 from .snapshot import MemorySnapshot, as_device, process_rss_bytes, sync_and_trim_gpu
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-
-
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def fix_malloc_mmap_threshold(threshold: int = 65536) -> bool:
-    """Make glibc mmap every allocation >= ``threshold`` bytes, so freed tensors leave RSS.
-
-    Process-wide; meant for measuring scripts and the CLI. False where not glibc.
-    """
-    libc = _libc()
-    return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1)
-
-
-def trim_heap() -> bool:
-    """Return free heap pages to the OS (glibc ``malloc_trim``); False where unsupported."""
-    libc = _libc()
-    return bool(libc is not None and libc.malloc_trim(0) == 1)
 
 
 def reset_peak_rss() -> bool:
