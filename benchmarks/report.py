@@ -49,6 +49,11 @@ def target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
         g = r["generation"]
         rows.append(("greedy generation tok/s / HF generate", f"{g['ratio']:.2f}x", ">= 1.0x",
                      g["ratio"] >= 1.0))
+    if "early_exit" in r:
+        e = r["early_exit"]
+        rows.append((f"full forward / stop_at_layer={e['stop_at_layer']} of {e['num_layers']} "
+                     f"({e['seq_len']} tok)", f"{e['speedup']:.2f}x", ">= 1.8x",
+                     e["speedup"] >= 1.8 and e["same_residual"]))
     return rows
 
 

@@ -50,3 +50,10 @@ def variant(request) -> str:
 @pytest.fixture(params=SEED_FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> mi.MIModel:
+    """The embedded SmolLM2-135M-Instruct, loaded once per session (modules that define
+    their own ``smollm2`` fixture keep it)."""
+    return mi.MIModel.from_pretrained(device="cpu")

@@ -29,7 +29,8 @@ def test_decode_keeps_special_tokens_and_round_trips(tok):
 def test_vocab_size_and_find_token_id(tok):
     assert tok.vocab_size == 256
     assert tok.find_token_id("x") == ord("x")  # single byte without the space
-    assert tok.find_token_id("Paris") == ord("s")  # multi-token: last id of " Paris"
+    with pytest.raises(mi.TokenizerError, match="not a single token"):
+        tok.find_token_id("Paris")  # several tokens: no single id (was the last, "s")
 
 
 def test_decode_rejects_ids_outside_the_vocab(tok):

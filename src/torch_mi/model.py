@@ -13,9 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from .backends.inputs import check_residual
-from .backends.protocol import MIBackend
+from .backends.protocol import WEIGHT_NAMES, MIBackend, SupportsWeights
 from .errors import ConfigError, HookError, InputError, TokenizerError
 from .hooks.cache import HookCache
+from .hooks.grad import grad_mode
 from .hooks.points import HookPoint
 from .hooks.spec import HookSpec
 from .positions import TextForwardResult
@@ -156,16 +157,39 @@ class MIModel:
         """Every valid hook point of this model with its shape ('batch'/'seq' symbolic)."""
         return self.backend.hook_points()
 
+    @property
+    def weights(self) -> Any:
+        """TransformerLens-layout weights: ``weights.layer(i).W_Q`` [H,D,d] is a view of
+        the parameters; ``model.W_Q`` (any name in ``WEIGHT_NAMES``) is stacked over layers
+        [L,H,D,d], a copy as in TL. GQA keys/values are per KV head unless
+        ``get(name, broadcast=True)``."""
+        if not isinstance(self.backend, SupportsWeights):
+            raise ConfigError(f"this backend ({type(self.backend).__name__}) exposes no "
+                              f"TransformerLens-layout weights")
+        return self.backend.weights
+
+    def __getattr__(self, name: str) -> Any:
+        if name in WEIGHT_NAMES:  # model.W_Q etc. (TL's HookedTransformer properties)
+            backend = self.__dict__.get("backend")
+            if not isinstance(backend, SupportsWeights):  # hasattr() must see False
+                raise AttributeError(f"{name}: this backend ({type(backend).__name__}) "
+                                     f"exposes no TransformerLens-layout weights")
+            return getattr(backend.weights, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # ---- running --------------------------------------------------------------------------
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: Any = None,
-                last_logits_only: bool = False, allow_long_context: bool = False) -> HookCache:
+                last_logits_only: bool = False, allow_long_context: bool = False,
+                stop_at_layer: int | None = None) -> HookCache:
         """Run the backend: logits in ``cache.output()``, captures in the cache.
 
         ``attention_mask`` [B, past+S] (1 real, 0 padding) for left-padded batches;
         ``state`` from :meth:`make_state` for incremental decoding (advanced in place; a
         call that raises leaves it as it was). Inputs past the model's context raise
-        InputError unless ``allow_long_context=True``."""
+        InputError unless ``allow_long_context=True``. ``stop_at_layer=L`` runs layers
+        0..L-1 only (TransformerLens's exclusive convention) and ``cache.output()`` is the
+        residual stream [B,S,D] after layer L-1, not logits (see MIBackend.forward)."""
         if hooks is not None and not isinstance(hooks, HookSpec):
             raise HookError(f"hooks must be a HookSpec (or None), got {type(hooks).__name__}; "
                             f"build one with mi.HookSpec().capture(...).intervene(...)")
@@ -174,8 +198,13 @@ class MIModel:
                              f"{allow_long_context!r}")
         # Passed on only when set, so a backend without a context limit needs no such option.
         extra = {"allow_long_context": True} if allow_long_context else {}
-        return self.backend.forward(input_ids, hooks, attention_mask=attention_mask,
-                                    state=state, last_logits_only=last_logits_only, **extra)
+        if stop_at_layer is not None:  # likewise: only backends with early exit take it
+            extra["stop_at_layer"] = stop_at_layer
+        # A spec that keeps gradients records a graph even under torch.no_grad().
+        with grad_mode(hooks is not None and hooks.needs_grad):
+            return self.backend.forward(input_ids, hooks, attention_mask=attention_mask,
+                                        state=state, last_logits_only=last_logits_only,
+                                        **extra)
 
     def make_state(self) -> Any:
         """A fresh decoding state for ``forward(..., state=)`` (a KVCache for transformers)."""
@@ -213,6 +242,21 @@ class MIModel:
         """Token ids [1,S] of ``text`` (special tokens added) on the model's device."""
         ids = self.require_tokenizer().encode(text)
         return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    # TransformerLens-style token helpers (see MITokenizer for the details).
+    def to_single_token(self, text: str) -> int:
+        """Id of ``text`` if it is exactly one token; TokenizerError naming its tokens."""
+        return self.require_tokenizer().to_single_token(text)
+
+    def to_str_tokens(self, tokens: Any, prepend_bos: bool | None = None) -> list:
+        """Each token as a string; ``prepend_bos=None`` matches :meth:`encode`."""
+        return self.require_tokenizer().to_str_tokens(tokens, prepend_bos)
+
+    def get_token_position(self, single_token: str | int, tokens: Any, *, mode: str = "first",
+                           prepend_bos: bool | None = None) -> int:
+        """First (or last) position of a single token in text or ids; InputError if absent."""
+        return self.require_tokenizer().get_token_position(single_token, tokens, mode=mode,
+                                                           prepend_bos=prepend_bos)
 
     def __repr__(self) -> str:
         cfg = getattr(self.backend, "config", None)

@@ -93,14 +93,21 @@ def plot_heatmap(matrix: torch.Tensor, row_labels: Sequence[str], col_labels: Se
     return str(target)
 
 
-def plot_logit_lens(analysis, path: str | os.PathLike) -> str:
-    """Layer x position heatmap of the top-1 token's probability, annotated with the token."""
+def plot_logit_lens(analysis, path: str | os.PathLike, *, target: str | None = None,
+                    target_probs: torch.Tensor | None = None) -> str:
+    """Layer x position heatmap annotated with the top-1 token: of the top-1 token's
+    probability, or with ``target_probs`` [L, S] of the ``target`` token's."""
     grid = analysis.grid_probs
+    if target_probs is not None and tuple(target_probs.shape) != tuple(grid.shape):
+        raise InputError(f"target_probs must be [layers, positions] = {list(grid.shape)}, got "
+                         f"{list(target_probs.shape)}")
+    shown = f"P({target!r})" if target_probs is not None else "top-1 probability"
     layers = [f"L{i}" for i in range(grid.shape[0])]
-    return plot_heatmap(grid, layers, analysis.tokens, path,
-                        title=f"Logit lens ({analysis.hook}): top-1 probability",
-                        colorbar="probability of the top token", annotations=analysis.grid_tokens,
-                        vmin=0.0, vmax=1.0)
+    return plot_heatmap(grid if target_probs is None else target_probs, layers,
+                        analysis.tokens, path, title=f"Logit lens ({analysis.hook}): {shown}",
+                        colorbar=("probability of the top token" if target_probs is None
+                                  else f"probability of {target!r}"),
+                        annotations=analysis.grid_tokens, vmin=0.0, vmax=1.0)
 
 
 def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os.PathLike,
@@ -112,20 +119,24 @@ def plot_attention(patterns: torch.Tensor, tokens: Sequence[str], path: str | os
     cols = min(heads, 4)
     rows = math.ceil(heads / cols)
     size = max(2.5, 0.28 * len(tokens))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1, rows * size + 1),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 2, rows * size + 1),
+                             squeeze=False, layout="constrained")
     labels = [_label(t, 8) for t in tokens]
+    image = None
     for h in range(rows * cols):
         ax = axes[h // cols][h % cols]
         if h >= heads:
             ax.axis("off")
             continue
-        ax.imshow(patterns[h].detach().float().cpu().numpy(), vmin=0.0, vmax=1.0, cmap="Blues")
+        image = ax.imshow(patterns[h].detach().float().cpu().numpy(), vmin=0.0, vmax=1.0,
+                          cmap="Blues")
         ax.set_title(f"head {h}", fontsize=9)
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
         ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    if image is not None:  # one shared 0..1 scale for every head
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8,
+                     label="attention weight (query row -> key column)")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(target, dpi=120)
     plt.close(fig)
     return str(target)

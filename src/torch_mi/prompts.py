@@ -7,11 +7,13 @@ ints, or a [S] / [1,S] integer tensor. Anything else is an InputError naming wha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from .errors import InputError
 from .model import LanguageModel
+from .tokenizer import pad_batch
 
 Prompt = str | Sequence[int] | torch.Tensor
 
@@ -75,3 +77,46 @@ def prompt_rows(model: LanguageModel, prompts: Prompt | Sequence[Prompt]
     if all(isinstance(p, (int, float)) for p in prompts):  # one prompt of ids (floats refused)
         return [prompt_ids(model, prompts)[0].tolist()], True
     return [prompt_ids(model, p)[0].tolist() for p in prompts], False
+
+
+@dataclass
+class PromptBatch:
+    """Several prompts as one left-padded batch: ids and attention mask [B, T] on the
+    model's device (1 real, 0 padding), the unpadded rows, and whether one prompt (not a
+    list) was given. Left padding keeps every row's last token in column T-1, and the
+    model derives positions from the mask, so a padded row computes what it would alone."""
+
+    ids: torch.Tensor  # [B, T]
+    mask: torch.Tensor  # [B, T]
+    rows: list[list[int]]
+    single: bool
+
+    @property
+    def width(self) -> int:
+        return int(self.ids.shape[1])
+
+    def offset(self, row: int) -> int:
+        """Padding columns in front of ``row`` (its token p sits in column offset + p)."""
+        return self.width - len(self.rows[row])
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        """The mask to pass to ``forward``: None when no row is padded (the plain causal
+        path, bit-identical to an unbatched call)."""
+        return self.mask if bool((self.mask == 0).any()) else None
+
+    def real(self, row: int) -> slice:
+        """The columns of ``row``'s real tokens."""
+        return slice(self.offset(row), self.width)
+
+
+def prompt_batch(model: LanguageModel, prompts: Prompt | Sequence[Prompt]) -> PromptBatch:
+    """One prompt or a list of prompts (text or ids) as a left-padded :class:`PromptBatch`;
+    InputError for an empty list, an item that is not a prompt, or a prompt of no tokens."""
+    rows, single = prompt_rows(model, prompts)
+    empty = next((i for i, r in enumerate(rows) if not r), None)
+    if empty is not None:
+        raise InputError(f"prompt {empty} encodes to no tokens; give at least one token")
+    tok = model.tokenizer
+    ids, mask = pad_batch(rows, tok.padding_id if tok is not None else 0, "left")
+    return PromptBatch(ids.to(model.device), mask.to(model.device), rows, single)

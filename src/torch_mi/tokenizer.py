@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from .errors import TokenizerError
+from .errors import InputError, TokenizerError
 from .positions import EncodingWithOffsets
 
 
@@ -139,11 +139,13 @@ class MITokenizer:
         return self.inner.get_vocab_size(with_added_tokens=True)
 
     def find_token_id(self, word: str) -> int:
-        """Id of ``word`` as a single token in running text.
+        """Id of ``word`` as one token in running text, strictly.
 
-        Tries ``" " + word`` then ``word`` without special tokens: if either is exactly one
-        token, that id is returned; otherwise the last id of the spaced encoding.
-        """
+        Tries ``" " + word`` then ``word`` (no special tokens); the first that is exactly one
+        token wins. Otherwise TokenizerError naming both tokenisations: a word split into
+        several tokens has no single id (this used to return the last sub-token, e.g.
+        ``"buquerque"`` for ``"Albuquerque"``). For the exact string use
+        :meth:`to_single_token`."""
         if not isinstance(word, str) or not word:
             raise TokenizerError(f"find_token_id needs a non-empty word, got {word!r:.40}; an "
                                  f"empty target would silently pick some token")
@@ -153,9 +155,98 @@ class MITokenizer:
         bare = self.encode_raw(word)
         if len(bare) == 1:
             return bare[0]
-        if not spaced:
-            raise TokenizerError(f"{word!r} encodes to no tokens")
-        return spaced[-1]
+        raise TokenizerError(f"{word!r} is not a single token: {(' ' + word)!r} encodes to "
+                             f"{self._pieces(spaced)} and {word!r} to {self._pieces(bare)}; "
+                             f"pick one token (see to_str_tokens) or pass a token id")
+
+    # ---- TransformerLens-style helpers ---------------------------------------------------------
+    def to_single_token(self, text: str) -> int:
+        """Id of ``text`` when it is exactly one token (no BOS, no space added), as TL's
+        ``to_single_token``; TokenizerError naming the string and its tokenisation otherwise."""
+        if not isinstance(text, str) or not text:
+            raise TokenizerError(f"to_single_token needs a non-empty str, got {text!r:.40}")
+        ids = self.encode_raw(text)
+        if len(ids) == 1:
+            return ids[0]
+        hint = ""
+        if not text.startswith(" ") and len(self.encode_raw(" " + text)) == 1:
+            hint = f"; {(' ' + text)!r} (with a leading space) is one token"
+        raise TokenizerError(f"{text!r} is not a single token: it encodes to {len(ids)} tokens "
+                             f"{self._pieces(ids)}{hint}")
+
+    def tokens_for(self, text: str, prepend_bos: bool | None = None) -> list[int]:
+        """Ids of ``text``: ``prepend_bos=None`` as :meth:`encode` (the tokenizer's own special
+        tokens, what ``model.encode`` feeds the model); ``True`` exactly one BOS first (the
+        EOS when there is no BOS, as TL does); ``False`` none (:meth:`encode_raw`)."""
+        if prepend_bos is not None and not isinstance(prepend_bos, bool):
+            raise TokenizerError(f"prepend_bos must be True, False or None, got "
+                                 f"{prepend_bos!r:.40}")
+        if prepend_bos is None:
+            return self.encode(text)
+        raw = self.encode_raw(text)
+        if not prepend_bos:
+            return raw
+        bos = self.bos_token_id if self.bos_token_id is not None else (
+            self.eos_token_ids[0] if self.eos_token_ids else None)
+        if bos is None:
+            raise TokenizerError("prepend_bos=True but this tokenizer has no BOS (or EOS) "
+                                 "token; use prepend_bos=False or None")
+        return [int(bos), *raw]
+
+    def to_str_tokens(self, tokens, prepend_bos: bool | None = None) -> list:
+        """Each token as its own decoded string, as TL's ``to_str_tokens``: text (encoded with
+        :meth:`tokens_for`), a list of texts (a list per text), or ids (a list, a 1-D tensor
+        or a [1, S] tensor; ``prepend_bos`` applies to text only)."""
+        if isinstance(tokens, str):
+            ids = self.tokens_for(tokens, prepend_bos)
+        elif isinstance(tokens, (list, tuple)) and tokens and all(
+                isinstance(t, str) for t in tokens):
+            return [self.to_str_tokens(t, prepend_bos) for t in tokens]
+        else:
+            ids = self._id_row(tokens, "to_str_tokens")
+        return [self.decode([i]) for i in ids]
+
+    def get_token_position(self, single_token, tokens, *, mode: str = "first",
+                           prepend_bos: bool | None = None) -> int:
+        """Position of ``single_token`` (a one-token string, see :meth:`to_single_token`, or
+        an id) in ``tokens`` (text, a list of ids, a 1-D or [1, S] tensor), as TL's
+        ``get_token_position``; ``mode`` "first" or "last". InputError if it is absent."""
+        if mode not in ("first", "last"):
+            raise InputError(f"mode must be 'first' or 'last', got {mode!r:.40}")
+        if isinstance(single_token, str):
+            target = self.to_single_token(single_token)
+        else:
+            (target,) = self._id_row(single_token, "get_token_position (single_token)",
+                                     one=True)
+        ids = (self.tokens_for(tokens, prepend_bos) if isinstance(tokens, str)
+               else self._id_row(tokens, "get_token_position"))
+        found = [i for i, t in enumerate(ids) if t == target]
+        if not found:
+            raise InputError(f"token {target} ({self.decode([target])!r}) does not occur in the "
+                             f"input {self._pieces(ids)}")
+        return found[0] if mode == "first" else found[-1]
+
+    def _id_row(self, tokens, what: str, one: bool = False) -> list[int]:
+        """One row of token ids from a list, a 0/1-D tensor or a [1, S] tensor."""
+        if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[0] == 1:
+            tokens = tokens[0]
+        elif isinstance(tokens, torch.Tensor) and tokens.dim() == 0:
+            tokens = tokens.reshape(1)
+        elif isinstance(tokens, numbers.Integral) and not isinstance(tokens, bool):
+            tokens = [tokens]
+        if isinstance(tokens, torch.Tensor) and tokens.dim() != 1:
+            raise TokenizerError(f"{what} needs ids of shape [S] or [1, S], got a tensor of "
+                                 f"shape {list(tokens.shape)}; pass one row at a time")
+        ids = self._id_list(tokens)
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad or (one and len(ids) != 1):
+            raise TokenizerError(f"{what} needs {'one token id' if one else 'token ids'} in "
+                                 f"0..{self.vocab_size - 1}, got {ids[:5]!r}")
+        return ids
+
+    def _pieces(self, ids: list[int]) -> list[str]:
+        """The token strings of ``ids`` for error messages (at most 12)."""
+        return [self.decode([i]) for i in ids[:12]] + (["..."] if len(ids) > 12 else [])
 
     def __repr__(self) -> str:
         return f"MITokenizer(vocab_size={self.vocab_size})"

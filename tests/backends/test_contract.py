@@ -314,3 +314,14 @@ def test_something_that_is_not_an_intervention_is_refused():
 
     with pytest.raises(mi.InterventionError, match="needs an Intervention"):
         mi.HookSpec().intervene(mi.HookPoint.Embed, NotOne())
+
+
+def test_tl_weight_names_on_a_backend_without_weights(toy, loaded):
+    """``hasattr(model, "W_Q")`` is False (not an exception) where the backend has no
+    TransformerLens-layout weights; ``model.weights`` says why with a ConfigError."""
+    assert not hasattr(toy, "W_Q")
+    with pytest.raises(AttributeError, match="W_U: this backend .* no TransformerLens"):
+        toy.W_U  # noqa: B018
+    with pytest.raises(mi.ConfigError, match="exposes no TransformerLens-layout weights"):
+        toy.weights  # noqa: B018
+    assert hasattr(loaded["llama"], "W_Q")

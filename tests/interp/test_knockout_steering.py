@@ -213,3 +213,60 @@ def test_dose_response_on_a_model_is_monotonic(tiny_models, loaded):
     assert calibration.source_baseline == pytest.approx(2 * curve.baseline_attention)
     target = curve.scale_for_target(calibration.source_baseline)
     assert target is None or 1.0 < target <= 6.0
+
+
+# ---- residual steering vectors: absolute and relative scale ---------------------------------
+def _hf_steered_logits(tiny, ids, vector, scale, relative, positions=None):
+    """HF oracle: a forward hook on decoder layer 0 adds the steering vector to its output
+    (= blocks.0.hook_resid_post), scaled by each position's residual norm if ``relative``."""
+    hf = tiny.hf_copy()
+
+    def hook(module, inputs, output):
+        x = output[0] if isinstance(output, tuple) else output  # [B,S,D]
+        step = vector * scale if not relative else (
+            x.norm(dim=-1, keepdim=True) * vector / vector.norm() * scale)
+        if positions is not None:
+            keep = torch.zeros(x.shape[1], 1)
+            keep[positions] = 1.0
+            step = step * keep
+        x = x + step
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    handle = hf.model.layers[0].register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return hf(ids).logits
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize(("relative", "positions"), [(False, None), (True, None), (True, [1, 3])])
+def test_steering_vector_scales_match_an_hf_hook(tiny_models, loaded, relative, positions):
+    from torch_mi.interp.vectors import steering_vector_hooks
+
+    tiny, model = tiny_models["llama"], loaded["llama"]
+    ids = tiny.input_ids[:1]
+    vector = torch.randn(model.hidden_size, generator=torch.Generator().manual_seed(3)) * 5
+    hooks = steering_vector_hooks(vector, [0], scale=0.5, relative=relative, positions=positions)
+    ours = model.forward(ids, hooks).output()
+    expected = _hf_steered_logits(tiny, ids, vector, 0.5, relative, positions)
+    torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
+    plain = model.forward(ids).output()
+    assert (ours - plain).abs().max() > 1e-3  # the steering did something
+
+
+def test_relative_steering_is_independent_of_the_vector_length(loaded):
+    from torch_mi.interp.vectors import steering_vector_hooks
+
+    model = loaded["llama"]
+    ids = model.encode("Hello there")
+    vector = torch.randn(model.hidden_size, generator=torch.Generator().manual_seed(4))
+    runs = [model.forward(ids, steering_vector_hooks(vector * k, [0], scale=0.3,
+                                                     relative=True)).output()
+            for k in (0.01, 1.0, 86.0)]
+    torch.testing.assert_close(runs[0], runs[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(runs[2], runs[1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(mi.InputError, match="relative steering needs a non-zero vector"):
+        steering_vector_hooks(torch.zeros(model.hidden_size), [0], relative=True)
+    with pytest.raises(mi.InputError, match="relative must be True or False"):
+        steering_vector_hooks(vector, [0], relative="yes")

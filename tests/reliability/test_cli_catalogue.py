@@ -209,9 +209,25 @@ def test_memory_beyond_the_context_returns_at_once(monkeypatch, capsys, tiny):
     run = run_cli(monkeypatch, capsys, ["memory", "--seq-len", "1000000", "--device", "cpu",
                                         "--model", tiny])
     assert time.perf_counter() - start < 5
-    assert run.code == 1 and isinstance(run.exc, mi.MIError)
+    assert run.code == 1 and type(run.exc) is mi.InputError, repr(run.exc)
     line = run.one_line_error()
-    assert "1000000 positions" in line and "context of 256" in line
+    assert line == ("torch-mi memory: error: --seq-len 1000000, which needs 1000000 positions, "
+                    "beyond this model's context of 256 (max_position_embeddings); give "
+                    "--seq-len 256 or less")
+
+
+def test_memory_of_a_prompt_beyond_the_context_names_the_prompt(monkeypatch, capsys, tiny):
+    run = run_cli(monkeypatch, capsys, ["memory", "a" * 300, "--device", "cpu", "--model", tiny])
+    assert run.code == 1 and type(run.exc) is mi.InputError, repr(run.exc)
+    assert re.search(r"error: the prompt has 30\d tokens, .* beyond this model's context of 256",
+                     run.one_line_error())
+
+
+def test_memory_at_exactly_the_context_still_runs(monkeypatch, capsys, tiny):
+    run = run_cli(monkeypatch, capsys, ["memory", "--seq-len", "256", "--json", "--device", "cpu",
+                                        "--model", tiny])
+    assert run.code == 0 and run.exc is None
+    assert strict_json(run.out)["seq_len"] == 256
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.reliability.exact import raises_exactly
 from torch_mi.cli.commands import predict as predict_cmd
 from torch_mi.cli.common import json_safe
 
@@ -157,9 +158,9 @@ def test_the_library_plot_functions_check_the_path_too(tmp_path):
     from torch_mi.errors import InputError
     from torch_mi.plots import plot_curve
 
-    with pytest.raises(InputError, match=r"path '.*' is a folder"):
+    with raises_exactly(InputError, match=r"path '.*' is a folder"):
         plot_curve([0, 1], [0, 1], tmp_path, xlabel="x", ylabel="y")
-    with pytest.raises(InputError, match=r"path must be a file name .*got 3"):
+    with raises_exactly(InputError, match=r"path must be a file name .*got 3"):
         plot_curve([0, 1], [0, 1], 3, xlabel="x", ylabel="y")
     assert os.listdir(tmp_path) == []
 

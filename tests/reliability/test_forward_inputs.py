@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 
 GOOD = [[5, 6, 7, 8]]
 
@@ -39,13 +40,13 @@ BAD_IDS = [
 
 @pytest.mark.parametrize(("bad", "match"), [c[1:] for c in BAD_IDS], ids=[c[0] for c in BAD_IDS])
 def test_bad_input_ids_are_input_errors(loaded, bad, match):
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         loaded["llama"].forward(bad)
 
 
 def test_whole_number_floats_are_not_silently_truncated_to_other_tokens(loaded):
     """[[1.7, 5.9]] used to run as [[1, 5]]: it must fail, not give those logits."""
-    with pytest.raises(mi.InputError, match="floats are refused, not truncated"):
+    with raises_exactly(mi.InputError, match="floats are refused, not truncated"):
         loaded["llama"].forward([[1.7, 5.9]])
 
 
@@ -76,15 +77,15 @@ BAD_CALLS = [
 @pytest.mark.parametrize(("kwargs", "error", "match"), [c[1:] for c in BAD_CALLS],
                          ids=[c[0] for c in BAD_CALLS])
 def test_bad_forward_arguments(loaded, kwargs, error, match):
-    with pytest.raises(error, match=match):
+    with raises_exactly(error, match=match):
         loaded["llama"].forward(GOOD, **kwargs)
 
 
 def test_sequence_beyond_the_context_is_refused_with_the_rope_scaling_that_would_fit(loaded):
     model = loaded["llama"]  # max_position_embeddings = 256
     ids = torch.randint(3, 256, (1, 300), generator=torch.Generator().manual_seed(0))
-    with pytest.raises(mi.InputError, match=r"reaches 300 positions.*context of 256.*"
-                                            r"allow_long_context=True.*'factor': 2\.0.*512"):
+    with raises_exactly(mi.InputError, match=r"reaches 300 positions.*context of 256.*"
+                                             r"allow_long_context=True.*'factor': 2\.0.*512"):
         model.forward(ids)
     out = model.forward(ids, allow_long_context=True).output()  # the caller opted in
     assert out.shape == (1, 300, 256) and torch.isfinite(out).all()
@@ -94,7 +95,7 @@ def test_context_counts_cached_positions(loaded):
     model = loaded["llama"]
     state = model.make_state()
     model.forward(torch.full((1, 250), 9), state=state)
-    with pytest.raises(mi.InputError, match=r"reaches 260 positions \(cached \+ new\)"):
+    with raises_exactly(mi.InputError, match=r"reaches 260 positions \(cached \+ new\)"):
         model.forward(torch.full((1, 10), 9), state=state)
     assert state.seq_len() == 250  # the refused step left the cache alone
 
@@ -115,13 +116,13 @@ PROJECT = [
 
 @pytest.mark.parametrize(("hidden", "match"), [c[1:] for c in PROJECT], ids=[c[0] for c in PROJECT])
 def test_project_to_vocab_refuses_the_wrong_residual(loaded, hidden, match):
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         loaded["llama"].project_to_vocab(hidden)
 
 
 @pytest.mark.parametrize("token_id", [1.9, "3", True, 256], ids=["float", "str", "bool", "vocab"])
 def test_embedding_vector_refuses_non_token_ids(loaded, token_id):
-    with pytest.raises(mi.InputError, match="input_ids|token id"):
+    with raises_exactly(mi.InputError, match="input_ids|token id"):
         loaded["llama"].embedding_vector(token_id)
 
 
@@ -129,8 +130,8 @@ def test_kv_cache_of_batch_two_reused_at_batch_one(tiny_models, loaded):
     model, ids = loaded["llama"], tiny_models["llama"].input_ids  # [2, 20]
     state = model.make_state()
     model.forward(ids, state=state)
-    with pytest.raises(mi.InputError, match=r"state: this KVCache holds a batch of 2 sequence\(s\), "
-                                            r"the input_ids have batch 1"):
+    with raises_exactly(mi.InputError, match=r"state: this KVCache holds a batch of 2 sequence\(s\), "
+                                             r"the input_ids have batch 1"):
         model.forward(ids[:1, :1], state=state)
     assert state.seq_len() == 20 and state.seen_tokens == 20
 
@@ -139,11 +140,11 @@ def test_kv_cache_from_another_model(loaded):
     llama, gemma = loaded["llama"], loaded["gemma"]  # Hkv/head_dim differ (2x16 vs 1x32)
     state = gemma.make_state()
     gemma.forward(GOOD, state=state)
-    with pytest.raises(mi.InputError, match=r"state: layer 0 of this KVCache holds keys "
-                                            r"\[B, 1, S, 32\].*needs \[B, 2, S, 16\]"):
+    with raises_exactly(mi.InputError, match=r"state: layer 0 of this KVCache holds keys "
+                                             r"\[B, 1, S, 32\].*needs \[B, 2, S, 16\]"):
         llama.forward([[9]], state=state)
 
 
 def test_kv_cache_with_the_wrong_number_of_layers(loaded):
-    with pytest.raises(mi.InputError, match=r"state: this KVCache has 3 layers, the model has 2"):
+    with raises_exactly(mi.InputError, match=r"state: this KVCache has 3 layers, the model has 2"):
         loaded["llama"].forward(GOOD, state=mi.KVCache(3))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from torch_mi.backends.looped import LoopSpec, forward_looped
 
 IDS = [[5, 6, 7, 8]]
@@ -33,17 +34,17 @@ LOOPS = [
 
 @pytest.mark.parametrize(("spec", "match"), [c[1:] for c in LOOPS], ids=[c[0] for c in LOOPS])
 def test_bad_loop_specs_are_intervention_errors(loaded, spec, match):
-    with pytest.raises(mi.InterventionError, match=match):
+    with raises_exactly(mi.InterventionError, match=match):
         forward_looped(loaded["llama"], IDS, None, spec())
 
 
 def test_looped_forward_refuses_float_ids(loaded):
-    with pytest.raises(mi.InputError, match=r"input_ids must hold integer token ids"):
+    with raises_exactly(mi.InputError, match=r"input_ids must hold integer token ids"):
         forward_looped(loaded["llama"], [[5.5, 6.0]], None, LoopSpec(0, 1))
 
 
 def test_looped_forward_refuses_a_hooks_dict(loaded):
-    with pytest.raises(mi.HookError, match=r"hooks must be a HookSpec \(or None\), got dict"):
+    with raises_exactly(mi.HookError, match=r"hooks must be a HookSpec \(or None\), got dict"):
         forward_looped(loaded["llama"], IDS, {"hook_embed": 1}, LoopSpec(0, 1))
 
 

@@ -2,9 +2,10 @@
 ``forward`` gives a valid point (and its capture) or a HookError, never another exception,
 each within a small time bound.
 
-Five strategies, 5,200 values in all (4,900 strings) (deterministic: derandomize=True, no example
-database): byte-level mutations of valid strings, random unicode text, unicode digits in the
-layer slot, huge and oddly written layer numbers, and values that are not strings.
+Five strategies, 5,400 values in all (5,100 strings; the issue asks for >= 5,000),
+deterministic (derandomize=True, no example database): byte-level mutations of valid
+strings, random unicode text, unicode digits in the layer slot, huge and oddly written
+layer numbers, and values that are not strings.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def mutated(draw, names):
 
 
 def test_mutations_of_valid_strings(model, valid):
-    @settings(FUZZ, max_examples=1800)
+    @settings(FUZZ, max_examples=2000)
     @given(mutated(valid))
     def run(text):
         _check(model, valid, text)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from torch_mi.generation import SamplingConfig, choose_tokens
 
 PROMPT = [5, 6, 7]
@@ -57,12 +58,12 @@ BAD = [
 @pytest.mark.parametrize(("kwargs", "match"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 def test_bad_generation_arguments_are_input_errors(loaded, kwargs, match):
     kwargs = {"prompt": PROMPT, "max_new_tokens": 2, **kwargs}
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         loaded["llama"].generate(**kwargs)
 
 
 def test_hooks_that_are_not_a_hook_spec(loaded):
-    with pytest.raises(mi.HookError, match=r"hooks must be a HookSpec \(or None\), got dict"):
+    with raises_exactly(mi.HookError, match=r"hooks must be a HookSpec \(or None\), got dict"):
         loaded["llama"].generate(PROMPT, 2, hooks={"blocks.0.hook_resid_pre": None})
 
 
@@ -82,8 +83,8 @@ def test_a_tiny_temperature_samples_like_greedy_instead_of_crashing(loaded):
 def test_nan_logits_stop_generation_with_a_typed_error(loaded):
     spec = mi.HookSpec().intervene(mi.HookPoint.FinalNorm, mi.Intervention.Apply(
         lambda t, p: t * float("nan")))
-    with pytest.raises(mi.HookError, match=r"generation step 0: the logits of row\(s\) \[0\] are not "
-                                           r"usable.*HookSpec\(check_finite=True\)"):
+    with raises_exactly(mi.HookError, match=r"generation step 0: the logits of row\(s\) \[0\] are not "
+                                            r"usable.*HookSpec\(check_finite=True\)"):
         loaded["llama"].generate(PROMPT, 3, hooks=spec)
 
 
@@ -111,7 +112,7 @@ SAMPLE = [
 
 @pytest.mark.parametrize(("call", "match"), [c[1:] for c in SAMPLE], ids=[c[0] for c in SAMPLE])
 def test_bad_sampling_calls(call, match):
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         call()
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from torch_mi.hooks import ForwardCall, HookCache
 from torch_mi.hooks.points import HookTypeError
 
@@ -28,16 +29,7 @@ BUILD = [
     ("capture_list", lambda: mi.HookSpec().capture(["hook_embed"]), r"got list"),
     ("intervene_at_int", lambda: mi.HookSpec().intervene(7, mi.Intervention.Zero), r"got int 7"),
     ("parse_float", lambda: HP.parse(1.5), r"got float 1\.5"),
-    ("layer_as_string", lambda: HP.ResidPost("3"),
-     r"HookPoint.ResidPost needs an integer layer, got str '3'"),
-    ("layer_as_float", lambda: HP.ResidPost(1.0), r"HookPoint.ResidPost needs an integer layer, got float"),
-    ("layer_as_bool", lambda: HP.ResidPost(True), r"HookPoint.ResidPost needs an integer layer, got bool"),
-    ("layer_huge", lambda: HP.ResidPost(10 ** 5000),
-     r"HookPoint.ResidPost: layer ~2\*\*16609 is out of range"),
-    ("model_wide_with_layer", lambda: HP("Embed", 3), r"HookPoint.Embed has no layer, got 3"),
     ("unknown_variant", lambda: HP("ResidPots", 1), r"unknown hook variant 'ResidPots'"),
-    ("custom_empty", lambda: HP.Custom(""), r"HookPoint.Custom needs a non-empty string, got ''"),
-    ("custom_int", lambda: HP.Custom(5), r"HookPoint.Custom needs a non-empty string, got int"),
     ("spec_keep_grad_str", lambda: mi.HookSpec(keep_grad="yes"),
      r"HookSpec\(keep_grad=\.\.\.\) must be True or False"),
     ("spec_check_finite_int", lambda: mi.HookSpec(check_finite=1),
@@ -53,7 +45,29 @@ BUILD = [
 
 @pytest.mark.parametrize(("build", "match"), [c[1:] for c in BUILD], ids=[c[0] for c in BUILD])
 def test_bad_points_and_specs_are_hook_errors(build, match):
-    with pytest.raises(mi.HookError, match=match):
+    with raises_exactly(mi.HookError, match=match):
+        build()
+
+
+# HookPoint constructors raise HookTypeError (a HookError and a TypeError), so code that
+# caught TypeError from them before they were typed keeps working.
+CONSTRUCTORS = [
+    ("layer_as_string", lambda: HP.ResidPost("3"),
+     r"HookPoint.ResidPost needs an integer layer, got str '3'"),
+    ("layer_as_float", lambda: HP.ResidPost(1.0), r"HookPoint.ResidPost needs an integer layer, got float"),
+    ("layer_as_bool", lambda: HP.ResidPost(True), r"HookPoint.ResidPost needs an integer layer, got bool"),
+    ("layer_huge", lambda: HP.ResidPost(10 ** 5000),
+     r"HookPoint.ResidPost: layer ~2\*\*16609 is out of range"),
+    ("model_wide_with_layer", lambda: HP("Embed", 3), r"HookPoint.Embed has no layer, got 3"),
+    ("custom_empty", lambda: HP.Custom(""), r"HookPoint.Custom needs a non-empty string, got ''"),
+    ("custom_int", lambda: HP.Custom(5), r"HookPoint.Custom needs a non-empty string, got int"),
+]
+
+
+@pytest.mark.parametrize(("build", "match"), [c[1:] for c in CONSTRUCTORS],
+                         ids=[c[0] for c in CONSTRUCTORS])
+def test_bad_point_constructors_are_hook_type_errors(build, match):
+    with raises_exactly(HookTypeError, match=match):
         build()
 
 
@@ -66,7 +80,7 @@ def test_type_errors_of_the_constructors_stay_type_errors():
 
 def test_a_failed_capture_adds_nothing():
     spec = mi.HookSpec()
-    with pytest.raises(mi.HookError):
+    with raises_exactly(mi.HookError):
         spec.capture("blocks.0.hook_resid_pre", "")
     assert spec.is_empty()
 
@@ -99,12 +113,12 @@ FORWARD_POINTS = [
 def test_non_canonical_hook_strings_are_refused_by_forward(loaded, text, match):
     point = HP.parse(text)
     assert point.is_custom or point.layer == 2  # never read as another layer
-    with pytest.raises(mi.HookError, match=match):
+    with raises_exactly(mi.HookError, match=match):
         loaded["llama"].forward(IDS, mi.HookSpec().capture(text))
 
 
 def test_negative_layer_constructor_is_out_of_range(loaded):
-    with pytest.raises(mi.HookError, match=r"layer -1 is out of range"):
+    with raises_exactly(mi.HookError, match=r"layer -1 is out of range"):
         loaded["llama"].forward(IDS, mi.HookSpec().capture(HP.ResidPost(-1)))
 
 
@@ -154,7 +168,7 @@ RESULT = [
 
 @pytest.mark.parametrize(("spec", "match"), [c[1:] for c in RESULT], ids=[c[0] for c in RESULT])
 def test_bad_intervention_results_are_reported_at_their_hook(loaded, spec, match):
-    with pytest.raises(mi.InterventionError, match=match):
+    with raises_exactly(mi.InterventionError, match=match):
         loaded["llama"].forward(IDS, spec())
 
 
@@ -181,7 +195,7 @@ CONSTRUCT = [
 
 @pytest.mark.parametrize(("build", "match"), [c[1:] for c in CONSTRUCT], ids=[c[0] for c in CONSTRUCT])
 def test_bad_interventions_are_refused_when_built(build, match):
-    with pytest.raises(mi.InterventionError, match=match):
+    with raises_exactly(mi.InterventionError, match=match):
         build()
 
 
@@ -190,7 +204,7 @@ def test_knockout_value_that_overflows_float16_is_refused_after_the_cast(loaded)
     knockout = mi.Intervention.Knockout(torch.full((1, 1, 5, 5), 1e30))
     scores = torch.zeros(1, 4, 5, 5, dtype=torch.float16)
     call = ForwardCall(HookCache(), keep_grad=False)
-    with pytest.raises(mi.InterventionError,
+    with raises_exactly(mi.InterventionError,
                        match=r"at blocks.0.attn.hook_scores: .*torch.float16.*overflow"):
         knockout.apply(scores, HP.AttnScores(0), call)
 

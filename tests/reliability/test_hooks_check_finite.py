@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 
 HP = mi.HookPoint
 IDS = [[5, 6, 7, 8, 9, 10]]  # 6 positions: short enough for the fused kernel to hide NaN
@@ -23,10 +24,10 @@ def nan_q_model(tiny_models):
 
 
 def test_first_non_finite_point_is_named_with_its_layer(nan_q_model):
-    with pytest.raises(mi.HookError, match=r"check_finite: the tensor at blocks\.1\.attn\.hook_q "
-                                           r"\(layer 1\) is not finite: 6 NaN, 0 \+inf, 0 -inf of "
-                                           r"384 values, first at index \[0, 0, 0, 0\]; the "
-                                           r"previous hook point, blocks\.1\.attn\.hook_in, was finite"):
+    with raises_exactly(mi.HookError, match=r"check_finite: the tensor at blocks\.1\.attn\.hook_q "
+                                            r"\(layer 1\) is not finite: 6 NaN, 0 \+inf, 0 -inf of "
+                                            r"384 values, first at index \[0, 0, 0, 0\]; the "
+                                            r"previous hook point, blocks\.1\.attn\.hook_in, was finite"):
         nan_q_model.forward(IDS, mi.HookSpec(check_finite=True))
 
 
@@ -43,16 +44,16 @@ def test_with_check_finite_both_attention_paths_raise_at_the_same_point(nan_q_mo
     spec = mi.HookSpec(check_finite=True)
     if capture is not None:
         spec.capture(capture)
-    with pytest.raises(mi.HookError, match=r"at blocks\.1\.attn\.hook_q \(layer 1\)"):
+    with raises_exactly(mi.HookError, match=r"at blocks\.1\.attn\.hook_q \(layer 1\)"):
         nan_q_model.forward(IDS, spec)
 
 
 def test_an_intervention_that_makes_nan_is_named(loaded):
     spec = mi.HookSpec(check_finite=True).intervene(
         HP.MlpOut(0), mi.Intervention.Apply(lambda t, p: t / 0.0 * 0.0))
-    with pytest.raises(mi.InterventionError, match=r"check_finite: Intervention\.Apply\(.* at "
-                                                   r"blocks\.0\.hook_mlp_out \(layer 0\) produced "
-                                                   r"non-finite values: .*received was finite"):
+    with raises_exactly(mi.InterventionError, match=r"check_finite: Intervention\.Apply\(.* at "
+                                                    r"blocks\.0\.hook_mlp_out \(layer 0\) produced "
+                                                    r"non-finite values: .*received was finite"):
         loaded["llama"].forward(IDS, spec)
 
 
@@ -60,9 +61,9 @@ def test_nan_in_the_embedding_is_reported_model_wide(tiny_models):
     model = mi.MIModel.from_pretrained(tiny_models["llama"].path, device="cpu")
     with torch.no_grad():
         model.backend.embed.weight[7, 3] = float("inf")
-    with pytest.raises(mi.HookError, match=r"at hook_embed \(model-wide, outside the layers\).*"
-                                           r"0 NaN, 1 \+inf.*first at index \[0, 2, 3\]; it is the "
-                                           r"first hook point"):
+    with raises_exactly(mi.HookError, match=r"at hook_embed \(model-wide, outside the layers\).*"
+                                            r"0 NaN, 1 \+inf.*first at index \[0, 2, 3\]; it is the "
+                                            r"first hook point"):
         model.forward(IDS, mi.HookSpec(check_finite=True))
 
 
@@ -97,7 +98,7 @@ def test_nan_left_in_a_kv_cache_by_an_unchecked_call_is_found(tiny_models):
         w[64, 0] = float("nan")  # the first key row: layer 0's cached keys go NaN
         model.forward(IDS, state=state)
         w[64, 0] = saved  # repaired: the new position's own keys are finite again
-    with pytest.raises(mi.HookError, match=r"the KV cache's keys \(earlier calls included\) at "
-                                           r"blocks\.0\.attn\.hook_rot_k \(layer 0\)"):
+    with raises_exactly(mi.HookError, match=r"the KV cache's keys \(earlier calls included\) at "
+                                            r"blocks\.0\.attn\.hook_rot_k \(layer 0\)"):
         model.forward([[11]], mi.HookSpec(check_finite=True), state=state)
     assert state.seq_len() == 6  # and the failed step was rolled back

@@ -10,6 +10,7 @@ import os
 import pytest
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from tests.reliability.loading_micro import micro_config, refused_without_blocking, write_folder
 
 NAN, INF = float("nan"), float("inf")
@@ -115,7 +116,7 @@ BAD_VALUES = [
 def test_bad_llama_config_value(tmp_path, changes, match):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "tokenizer.json").write_text("{}")  # the ids are checked with it
-    with pytest.raises(mi.ConfigError, match=match):
+    with raises_exactly(mi.ConfigError, match=match):
         load_with(tmp_path, micro_config(**changes))
 
 
@@ -140,7 +141,7 @@ BAD_GEMMA2 = [
 @pytest.mark.parametrize(("changes", "match"), [c[1:] for c in BAD_GEMMA2],
                          ids=[c[0] for c in BAD_GEMMA2])
 def test_bad_gemma2_config_value(tmp_path, changes, match):
-    with pytest.raises(mi.ConfigError, match=match):
+    with raises_exactly(mi.ConfigError, match=match):
         load_with(tmp_path, {**GEMMA2, **changes})
 
 
@@ -148,44 +149,44 @@ def test_gemma3_sliding_window_pattern_zero(tmp_path):
     config = {**GEMMA2, "model_type": "gemma3_text", "sliding_window_pattern": 0}
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         config.pop(key)
-    with pytest.raises(mi.ConfigError, match=r"'sliding_window_pattern' must be positive"):
+    with raises_exactly(mi.ConfigError, match=r"'sliding_window_pattern' must be positive"):
         load_with(tmp_path, config)
 
 
 # ---- the file itself ---------------------------------------------------------------------
 def test_config_that_is_a_json_list(tmp_path):
-    with pytest.raises(mi.ConfigError, match=r"config\.json must hold a JSON object, got list"):
+    with raises_exactly(mi.ConfigError, match=r"config\.json must hold a JSON object, got list"):
         load_with(tmp_path, [micro_config()])
 
 
 def test_config_without_model_type(tmp_path):
-    with pytest.raises(mi.ConfigError, match=r"has no 'model_type'"):
+    with raises_exactly(mi.ConfigError, match=r"has no 'model_type'"):
         load_with(tmp_path, micro_config(model_type=...))
 
 
 def test_config_with_a_numeric_model_type(tmp_path):
-    with pytest.raises(mi.ConfigError, match=r"'model_type' must be a string naming the family, got 123"):
+    with raises_exactly(mi.ConfigError, match=r"'model_type' must be a string naming the family, got 123"):
         load_with(tmp_path, micro_config(model_type=123))
 
 
 def test_config_that_is_not_json(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "config.json").write_text("{'model_type': 'llama'}")
-    with pytest.raises(mi.ConfigError, match=r"config file .*config\.json is not valid JSON"):
+    with raises_exactly(mi.ConfigError, match=r"config file .*config\.json is not valid JSON"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
 def test_config_that_is_not_utf8(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "config.json").write_bytes(b'{"model_type": "\xff"}')
-    with pytest.raises(mi.ConfigError, match=r"config\.json is not UTF-8 text"):
+    with raises_exactly(mi.ConfigError, match=r"config\.json is not UTF-8 text"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
 def test_config_nested_absurdly_deep(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(mi.ConfigError, match=r"config\.json nests JSON values too deeply"):
+    with raises_exactly(mi.ConfigError, match=r"config\.json nests JSON values too deeply"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
@@ -213,7 +214,7 @@ def test_config_that_is_a_directory(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "config.json").unlink()
     (folder / "config.json").mkdir()
-    with pytest.raises(mi.ConfigError, match=r"config\.json is a directory, not a regular file"):
+    with raises_exactly(mi.ConfigError, match=r"config\.json is a directory, not a regular file"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
@@ -221,7 +222,7 @@ def test_generation_config_that_is_a_list(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "tokenizer.json").write_text("{}")
     (folder / "generation_config.json").write_text("[2]")
-    with pytest.raises(mi.ConfigError, match=r"generation_config\.json must hold a JSON object"):
+    with raises_exactly(mi.ConfigError, match=r"generation_config\.json must hold a JSON object"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
@@ -229,8 +230,8 @@ def test_generation_config_with_a_bad_eos(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "tokenizer.json").write_text("{}")
     (folder / "generation_config.json").write_text('{"eos_token_id": [2, "x"]}')
-    with pytest.raises(mi.ConfigError, match=r"'eos_token_id' must be a non-negative token id.*"
-                                             r"\[2, 'x'\]"):
+    with raises_exactly(mi.ConfigError, match=r"'eos_token_id' must be a non-negative token id.*"
+                                              r"\[2, 'x'\]"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
@@ -245,8 +246,8 @@ def test_tokenizer_json_that_is_a_fifo(tmp_path):
 def test_tokenizer_json_that_is_not_json(tmp_path):
     folder = write_folder(tmp_path / "m")
     (folder / "tokenizer.json").write_text("not json")
-    with pytest.raises(mi.TokenizerError, match=r"tokenizer file .*tokenizer\.json is not valid "
-                                                r"JSON"):
+    with raises_exactly(mi.TokenizerError, match=r"tokenizer file .*tokenizer\.json is not valid "
+                                                 r"JSON"):
         mi.MIModel.from_pretrained(folder, device="cpu")
 
 
@@ -254,12 +255,12 @@ def test_tokenizer_json_that_is_not_json(tmp_path):
 @pytest.mark.parametrize("model", [123, 4.5, b"org/name", ["org/name"], "", "   "],
                          ids=["int", "float", "bytes", "list", "empty", "blank"])
 def test_model_argument_of_the_wrong_kind(model):
-    with pytest.raises(mi.ConfigError, match=r"model must be a Hub repo id .*, got"):
+    with raises_exactly(mi.ConfigError, match=r"model must be a Hub repo id .*, got"):
         mi.MIModel.from_pretrained(model, device="cpu")
 
 
 def test_model_path_with_a_nul_byte():
-    with pytest.raises(mi.ConfigError, match=r"model must be a Hub repo id .*'a\\x00b'"):
+    with raises_exactly(mi.ConfigError, match=r"model must be a Hub repo id .*'a\\x00b'"):
         mi.MIModel.from_pretrained("a\0b", device="cpu")
 
 
@@ -272,28 +273,28 @@ def test_model_path_that_is_a_fifo(tmp_path):
 
 def test_gguf_name_that_is_a_directory(tmp_path):
     (tmp_path / "weights.gguf").mkdir()
-    with pytest.raises(mi.ConfigError, match=r"weights\.gguf is a directory, not a \.gguf file"):
+    with raises_exactly(mi.ConfigError, match=r"weights\.gguf is a directory, not a \.gguf file"):
         mi.MIModel.from_pretrained(tmp_path / "weights.gguf", device="cpu")
 
 
 def test_revision_that_is_not_a_string():
-    with pytest.raises(mi.DownloadError, match=r"revision must be a branch, tag or commit hash "
-                                               r"string, got 3"):
+    with raises_exactly(mi.DownloadError, match=r"revision must be a branch, tag or commit hash "
+                                                r"string, got 3"):
         mi.MIModel.from_pretrained("org/name", revision=3, device="cpu")
 
 
 def test_model_path_under_a_user_without_a_home():
-    with pytest.raises(mi.ConfigError, match=r"model path '~nosuchuser-tmi/x' cannot be expanded"):
+    with raises_exactly(mi.ConfigError, match=r"model path '~nosuchuser-tmi/x' cannot be expanded"):
         mi.MIModel.from_pretrained("~nosuchuser-tmi/x", device="cpu")
 
 
 def test_repo_id_with_too_many_parts():
-    with pytest.raises(mi.DownloadError, match=r"'a/b/c/d' is not a Hub repo id"):
+    with raises_exactly(mi.DownloadError, match=r"'a/b/c/d' is not a Hub repo id"):
         mi.MIModel.from_pretrained("a/b/c/d", device="cpu")
 
 
 def test_repo_id_of_5000_characters_is_not_echoed_whole():
-    with pytest.raises(mi.DownloadError, match=r"\.\.\. \(5000 characters\) is not a Hub repo id"
+    with raises_exactly(mi.DownloadError, match=r"\.\.\. \(5000 characters\) is not a Hub repo id"
                        ) as caught:
         mi.MIModel.from_pretrained("x" * 5000, device="cpu")
     assert len(str(caught.value)) < 600

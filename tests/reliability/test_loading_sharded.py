@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import save_file
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from tests.reliability.loading_micro import micro_tensors, refused_without_blocking, write_folder
 
 INDEX = "model.safetensors.index.json"
@@ -56,8 +57,8 @@ def test_index_entry_climbing_out_of_the_folder(sharded, tmp_path):
     shutil.copy(sharded / SHARDS[0], tmp_path / "outside.safetensors")
     edit_index(sharded, lambda i: i["weight_map"].update(
         {n: "../outside.safetensors" for n, s in i["weight_map"].items() if s == SHARDS[0]}))
-    with pytest.raises(mi.WeightError, match=r"names shard '\.\./outside\.safetensors', a path "
-                                             r"outside the model folder"):
+    with raises_exactly(mi.WeightError, match=r"names shard '\.\./outside\.safetensors', a path "
+                                              r"outside the model folder"):
         load(sharded)
 
 
@@ -66,21 +67,21 @@ def test_index_entry_with_an_absolute_path(sharded, tmp_path):
     shutil.copy(sharded / SHARDS[0], target)
     edit_index(sharded, lambda i: i["weight_map"].update(
         {n: target for n, s in i["weight_map"].items() if s == SHARDS[0]}))
-    with pytest.raises(mi.WeightError, match=rf"names shard '{target}', a path outside"):
+    with raises_exactly(mi.WeightError, match=rf"names shard '{target}', a path outside"):
         load(sharded)
 
 
 def test_index_entry_through_a_subfolder_and_back_out(sharded):
     edit_index(sharded, lambda i: i["weight_map"].update(
         {n: f"sub/../../{SHARDS[0]}" for n, s in i["weight_map"].items() if s == SHARDS[0]}))
-    with pytest.raises(mi.WeightError, match=r"names shard 'sub/\.\./\.\./model-00001.*outside"):
+    with raises_exactly(mi.WeightError, match=r"names shard 'sub/\.\./\.\./model-00001.*outside"):
         load(sharded)
 
 
 def test_index_entry_with_a_backslash_path(sharded):
     edit_index(sharded, lambda i: i["weight_map"].update(
         {n: "..\\evil.safetensors" for n, s in i["weight_map"].items() if s == SHARDS[0]}))
-    with pytest.raises(mi.WeightError, match=r"names shard '\.\.\\\\evil\.safetensors'"):
+    with raises_exactly(mi.WeightError, match=r"names shard '\.\.\\\\evil\.safetensors'"):
         load(sharded)
 
 
@@ -89,8 +90,8 @@ def test_shard_that_is_a_symlink_out_of_the_folder(sharded, tmp_path):
     outside = tmp_path / "elsewhere.safetensors"
     shutil.move(sharded / SHARDS[1], outside)
     (sharded / SHARDS[1]).symlink_to(outside)
-    with pytest.raises(mi.WeightError, match=rf"names shard '{SHARDS[1]}', which resolves "
-                                             rf"\(through a symlink\) to .*elsewhere"):
+    with raises_exactly(mi.WeightError, match=rf"names shard '{SHARDS[1]}', which resolves "
+                                              rf"\(through a symlink\) to .*elsewhere"):
         load(sharded)
 
 
@@ -112,32 +113,32 @@ def test_hugging_face_cache_symlinks_into_blobs_still_load(tmp_path):
 
 def test_weight_map_that_is_a_list(sharded):
     edit_index(sharded, lambda i: i.update(weight_map=list(i["weight_map"])))
-    with pytest.raises(mi.WeightError, match=r"'weight_map' must map tensor names to shard files "
-                                             r"\(got list\)"):
+    with raises_exactly(mi.WeightError, match=r"'weight_map' must map tensor names to shard files "
+                                              r"\(got list\)"):
         load(sharded)
 
 
 def test_index_that_is_a_json_list(sharded):
     (sharded / INDEX).write_text("[1, 2]")
-    with pytest.raises(mi.WeightError, match=r"'weight_map' must map.*\(got NoneType\)"):
+    with raises_exactly(mi.WeightError, match=r"'weight_map' must map.*\(got NoneType\)"):
         load(sharded)
 
 
 def test_index_that_is_not_json(sharded):
     (sharded / INDEX).write_text("{weight_map: }")
-    with pytest.raises(mi.WeightError, match=r"shard index .*index\.json is not valid JSON"):
+    with raises_exactly(mi.WeightError, match=r"shard index .*index\.json is not valid JSON"):
         load(sharded)
 
 
 def test_shard_entry_that_is_a_number(sharded):
     edit_index(sharded, lambda i: i["weight_map"].update({"model.norm.weight": 7}))
-    with pytest.raises(mi.WeightError, match=r"tensor 'model\.norm\.weight' maps to 7"):
+    with raises_exactly(mi.WeightError, match=r"tensor 'model\.norm\.weight' maps to 7"):
         load(sharded)
 
 
 def test_shard_entry_that_is_empty(sharded):
     edit_index(sharded, lambda i: i["weight_map"].update({"model.norm.weight": ""}))
-    with pytest.raises(mi.WeightError, match=r"tensor 'model\.norm\.weight' maps to ''"):
+    with raises_exactly(mi.WeightError, match=r"tensor 'model\.norm\.weight' maps to ''"):
         load(sharded)
 
 
@@ -145,26 +146,26 @@ def test_index_puts_a_tensor_in_the_wrong_shard(sharded):
     weight_map = json.loads((sharded / INDEX).read_text())["weight_map"]
     wrong = SHARDS[1] if weight_map["model.norm.weight"] == SHARDS[0] else SHARDS[0]
     edit_index(sharded, lambda i: i["weight_map"].update({"model.norm.weight": wrong}))
-    with pytest.raises(mi.WeightError, match=rf"puts tensor 'model\.norm\.weight' in {wrong}"):
+    with raises_exactly(mi.WeightError, match=rf"puts tensor 'model\.norm\.weight' in {wrong}"):
         load(sharded)
 
 
 def test_shard_holds_a_tensor_the_index_does_not_list(sharded):
     edit_index(sharded, lambda i: i["weight_map"].pop("model.norm.weight"))
-    with pytest.raises(mi.WeightError, match=r"holds tensor 'model\.norm\.weight', which "
-                                             r"model\.safetensors\.index\.json does not list"):
+    with raises_exactly(mi.WeightError, match=r"holds tensor 'model\.norm\.weight', which "
+                                              r"model\.safetensors\.index\.json does not list"):
         load(sharded)
 
 
 def test_index_lists_a_tensor_no_shard_has(sharded):
     edit_index(sharded, lambda i: i["weight_map"].update({"model.layers.7.ghost.weight": SHARDS[0]}))
-    with pytest.raises(mi.WeightError, match=r"no shard contains.*model\.layers\.7\.ghost"):
+    with raises_exactly(mi.WeightError, match=r"no shard contains.*model\.layers\.7\.ghost"):
         load(sharded)
 
 
 def test_missing_shard(sharded):
     (sharded / SHARDS[1]).unlink()
-    with pytest.raises(mi.WeightError, match=rf"lists shard\(s\) \['{SHARDS[1]}'\] that are not"):
+    with raises_exactly(mi.WeightError, match=rf"lists shard\(s\) \['{SHARDS[1]}'\] that are not"):
         load(sharded)
 
 
@@ -174,7 +175,7 @@ def test_tensor_in_two_shards(sharded):
                "model.embed_tokens.weight": tensors["model.embed_tokens.weight"]},
               sharded / SHARDS[0])
     save_file(tensors, sharded / SHARDS[1])
-    with pytest.raises(mi.WeightError, match=r"tensor '.*' appears in both"):
+    with raises_exactly(mi.WeightError, match=r"tensor '.*' appears in both"):
         load(sharded)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 
 HP = mi.HookPoint
 
@@ -56,7 +57,7 @@ FAILURES = [
 def test_a_failed_cached_step_leaves_the_cache_unchanged(prefilled, spec, error):
     model, ids, state = prefilled
     before = _state_view(state)
-    with pytest.raises(error):
+    with raises_exactly(error):
         model.forward(ids[:, -1:], spec(), state=state)
     _assert_same(before, _state_view(state))
 
@@ -85,9 +86,9 @@ def test_a_failed_first_call_leaves_an_empty_cache_empty(tiny_models, loaded):
 def test_a_refused_step_leaves_the_cache_unchanged(prefilled):
     model, ids, state = prefilled
     before = _state_view(state)
-    with pytest.raises(mi.InputError, match=r"attention_mask has shape \[1, 3\], expected \[1, 20\]"):
+    with raises_exactly(mi.InputError, match=r"attention_mask has shape \[1, 3\], expected \[1, 20\]"):
         model.forward(ids[:, -1:], attention_mask=torch.ones(1, 3), state=state)
-    with pytest.raises(mi.InputError, match=r"token id 300"):
+    with raises_exactly(mi.InputError, match=r"token id 300"):
         model.forward([[300]], state=state)
     _assert_same(before, _state_view(state))
 
@@ -122,12 +123,12 @@ BAD_CACHE_CALLS = [
 def test_bad_cache_maintenance_arguments(prefilled, call, match):
     _, _, state = prefilled
     before = _state_view(state)
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         call(state)
     _assert_same(before, _state_view(state))
 
 
 def test_cache_layer_index_is_checked(prefilled):
     _, _, state = prefilled
-    with pytest.raises(mi.HookError, match=r"KVCache has 2 layers; layer 1.5 is out of range"):
+    with raises_exactly(mi.HookError, match=r"KVCache has 2 layers; layer 1.5 is out of range"):
         state.layer(1.5)

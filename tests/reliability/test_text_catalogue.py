@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import torch_mi as mi
+from tests.reliability.exact import raises_exactly
 from torch_mi.interp import KnockoutSpec, SteeringSpec
 from torch_mi.interp.results import LogitComparison
 from torch_mi.interp.vectors import steering_vector_hooks
@@ -49,13 +50,13 @@ TOKENIZER = [
 
 @pytest.mark.parametrize(("call", "match"), [c[1:] for c in TOKENIZER], ids=[c[0] for c in TOKENIZER])
 def test_bad_tokenizer_calls_are_tokenizer_errors(tok, call, match):
-    with pytest.raises(mi.TokenizerError, match=match):
+    with raises_exactly(mi.TokenizerError, match=match):
         call(tok)
 
 
 def test_decode_of_a_float_is_not_the_truncated_token(tok):
     """decode([1.9]) used to decode token 1 (BOS): it must fail instead."""
-    with pytest.raises(mi.TokenizerError, match="floats are refused, not truncated"):
+    with raises_exactly(mi.TokenizerError, match="floats are refused, not truncated"):
         tok.decode([1.9])
     assert tok.decode([1]) == "<s>"  # the int still decodes
 
@@ -90,12 +91,12 @@ POSITIONS = [
 
 @pytest.mark.parametrize(("call", "match"), [c[1:] for c in POSITIONS], ids=[c[0] for c in POSITIONS])
 def test_bad_positions_are_input_errors(call, match):
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         call()
 
 
 def test_forward_text_of_a_non_string(loaded):
-    with pytest.raises(mi.TokenizerError, match=r"encode needs a str, got list"):
+    with raises_exactly(mi.TokenizerError, match=r"encode needs a str, got list"):
         loaded["llama"].forward_text(["hi"])
 
 
@@ -120,7 +121,7 @@ ANALYSIS = [
 
 @pytest.mark.parametrize(("call", "match"), [c[1:] for c in ANALYSIS], ids=[c[0] for c in ANALYSIS])
 def test_bad_analysis_arguments_are_intervention_errors(loaded, call, match):
-    with pytest.raises(mi.InterventionError, match=match):
+    with raises_exactly(mi.InterventionError, match=match):
         call(loaded["llama"])
 
 
@@ -145,5 +146,5 @@ INPUT_ANALYSIS = [
 @pytest.mark.parametrize(("call", "match"), [c[1:] for c in INPUT_ANALYSIS],
  ids=[c[0] for c in INPUT_ANALYSIS])
 def test_bad_analysis_inputs_are_input_errors(loaded, call, match):
-    with pytest.raises(mi.InputError, match=match):
+    with raises_exactly(mi.InputError, match=match):
         call(loaded["llama"])

@@ -2,8 +2,9 @@
 
 Generic code (``MIModel``, generation, analyses, memory tools) uses nothing else. Optional
 capabilities are separate protocols, checked with ``isinstance`` where they are needed:
-:class:`BlockLoop` (the embed -> blocks -> head split that looped passes drive) and
-:class:`SupportsMemoryPlan` (an analytic memory estimate before a run).
+:class:`BlockLoop` (the embed -> blocks -> head split that looped passes drive),
+:class:`SupportsMemoryPlan` (an analytic memory estimate before a run) and
+:class:`SupportsWeights` (TransformerLens-layout weight views).
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ class MIBackend(Protocol):
 
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: Any = None,
-                last_logits_only: bool = False) -> HookCache:
+                last_logits_only: bool = False, stop_at_layer: int | None = None) -> HookCache:
         """Logits in ``cache.output()``; with ``state`` (from ``make_state``) only the new
-        positions are computed and the state is advanced."""
+        positions are computed and the state is advanced.
+
+        ``stop_at_layer=L`` (TransformerLens's convention: exclusive, negative counts from
+        the end) runs layers 0..L-1 only and leaves the residual stream after layer L-1
+        [B,S,D] in ``cache.output()``; hook points that would not fire raise HookError, and
+        a ``state`` raises InputError (a partial pass would corrupt it). ``MIModel`` passes
+        it only when set, so a backend without early exit need not accept it."""
         ...
 
     def make_state(self) -> Any:
@@ -75,6 +82,20 @@ class BlockLoop(Protocol):
     def run_blocks(self, run: Any, h: torch.Tensor, start: int, end: int) -> torch.Tensor: ...
 
     def finish(self, run: Any, h: torch.Tensor) -> HookCache: ...
+
+
+# TransformerLens's weight names a SupportsWeights backend serves (MIModel forwards them).
+WEIGHT_NAMES = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_in", "W_gate",
+                "W_out", "b_in", "b_gate", "b_out", "W_U", "b_U", "W_E")
+
+
+@runtime_checkable
+class SupportsWeights(Protocol):
+    """A backend that exposes its weights in TransformerLens's layout (``W_Q``, ``W_K``,
+    ... by name: see ``backends.transformer.weights_view``)."""
+
+    @property
+    def weights(self) -> Any: ...
 
 
 @dataclass(frozen=True)

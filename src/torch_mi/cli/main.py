@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -22,9 +23,20 @@ class UsageError(Exception):
     """An argparse usage error, raised instead of argparse's print-usage-and-exit."""
 
 
+# A negative number or a comma list starting with one ("-1", "-0.5", "-1,3", "-1,-2"): an
+# option's value, never an option name (argparse's own pattern misses the lists, so
+# ``--edge -1,3`` failed with "expected one argument").
+NEGATIVE_VALUE = re.compile(r"^-(\d+\.?\d*|\.\d+)(,\s*-?(\d+\.?\d*|\.\d+))*$")
+
+
 class Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line (with the --help hint), not a usage
-    block plus ``SystemExit``; subcommand parsers inherit this class."""
+    block plus ``SystemExit``, and which reads ``-1,3`` as a value; subcommand parsers
+    inherit this class."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_VALUE  # read by argparse's option parsing
 
     def error(self, message: str):  # type: ignore[override]
         raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")

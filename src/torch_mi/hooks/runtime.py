@@ -9,6 +9,11 @@ Every intervention's result is checked at the point that produced it (a tensor o
 activation's shape, dtype and device), so a bad result is reported there and not as a
 matmul error layers later. With ``HookSpec(check_finite=True)`` every fired tensor is also
 checked for NaN/inf (see :mod:`torch_mi.hooks.finite`).
+
+Gradients (``keep_grad=True`` captures and ``capture_grad`` points) are taken through a
+tap at the point (:mod:`torch_mi.hooks.grad`), before its interventions: the gradient is
+d loss / d (pre-intervention activation), and it flows back through Add/Scale/Apply while a
+Replace upstream cuts it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ..errors import HookError, did_you_mean
 from .cache import HookCache
 from .call import ForwardCall
 from .finite import FiniteChecker
+from .grad import tap
 from .interventions import Intervention, check_result
 from .points import HookPoint, layer_hint, shown
 from .spec import HookSpec
@@ -29,11 +35,12 @@ from .spec import HookSpec
 class _Site:
     """What happens at one active point: capture? which interventions, in order."""
 
-    __slots__ = ("capture", "clone", "interventions")
+    __slots__ = ("capture", "clone", "grad", "interventions")
 
     def __init__(self) -> None:
         self.capture = False
         self.clone = False
+        self.grad = False  # capture_grad: store the gradient here on backward
         self.interventions: list[Intervention] = []
 
 
@@ -43,12 +50,20 @@ class HookRuntime:
     check_finite = False  # True when a FiniteChecker watches every fired tensor
 
     def __init__(self, spec: HookSpec, cache: HookCache) -> None:
+        if spec.needs_grad and not torch.is_grad_enabled():
+            raise HookError(
+                "this HookSpec asks for gradients (keep_grad=True or capture_grad) but grad "
+                "mode is off (torch.no_grad() or torch.inference_mode()); run it through "
+                "MIModel.forward, which enables grad for such a spec, or under "
+                "torch.enable_grad()")
         self.call = ForwardCall(cache, spec.keep_grad, dict(spec.backend_specs()))
         self._finite = FiniteChecker() if spec.check_finite else None
         self.check_finite = self._finite is not None
         sites: dict[HookPoint, _Site] = {}
         for point in spec.captures():
             sites.setdefault(point, _Site()).capture = True
+        for point in spec.grad_captures():
+            sites.setdefault(point, _Site()).grad = True
         for point, intervention in spec.interventions():
             site = sites.setdefault(point, _Site())
             site.interventions.append(intervention)
@@ -81,15 +96,33 @@ class HookRuntime:
             finite.check(point, tensor)
         if site is None:
             return tensor
+        if site.capture or site.grad:
+            tensor = self._record(site, point, tensor)
         call = self.call
-        if site.capture:
-            kept = tensor if call.keep_grad else tensor.detach()
-            call.cache.store(point, kept.clone() if site.clone and site.interventions else kept)
         for intervention in site.interventions:
             result = intervention.apply(tensor, point, call)
             tensor = check_result(intervention, point, tensor, result)
             if finite is not None:
                 finite.check_intervention(point, intervention, tensor)
+        return tensor
+
+    def _record(self, site: _Site, point: HookPoint, tensor: torch.Tensor) -> torch.Tensor:
+        """Tap (for gradients) and capture; returns the tensor the interventions get."""
+        call = self.call
+        graph = call.keep_grad and site.capture
+        if site.grad or graph:
+            tensor = tap(tensor)
+            if tensor.requires_grad:  # integer tensors have no gradient
+                # capture_grad stores it in the cache; a keep_grad capture keeps .grad.
+                call.cache.watch_grad(point, tensor, store=site.grad)
+        if not site.capture:
+            return tensor
+        copy = site.clone and bool(site.interventions)  # an Apply may write into its input
+        if graph:  # the captured tensor is the graph node; interventions get a copy
+            call.cache.store(point, tensor)
+            return tensor.clone() if copy else tensor
+        kept = tensor.detach()
+        call.cache.store(point, kept.clone() if copy else kept)
         return tensor
 
     def require_finite(self, point: HookPoint, tensor: torch.Tensor, what: str) -> None:

@@ -26,8 +26,12 @@ class HookSpec:
     """Captures + ordered interventions + backend specs (chainable builders).
 
     Args:
-        keep_grad: keep the autograd graph on captured tensors (default: captures are
-            detached, so a cache never pins a graph in memory).
+        keep_grad: captured tensors become part of a live autograd graph (a gradient tap,
+            see :mod:`torch_mi.hooks.grad`; weights stay frozen), so after
+            ``loss.backward()`` ``cache.grad(point)`` holds d loss / d activation. The
+            forward then runs with grad enabled, even under ``torch.no_grad()``; under
+            ``torch.inference_mode()`` it raises HookError. Default: captures are
+            detached, so a cache never pins a graph in memory.
         check_finite: stop the forward with HookError at the first hook point whose
             tensor holds NaN or inf, naming the point and its layer (InterventionError if
             an intervention made it so). Costs one reduction per hook point; off by default.
@@ -39,6 +43,7 @@ class HookSpec:
                 raise HookError(f"HookSpec({name}=...) must be True or False, got "
                                 f"{type(value).__name__} {shown(value)}")
         self._captures: dict[HookPoint, None] = {}
+        self._grad_captures: dict[HookPoint, None] = {}
         self._interventions: list[tuple[HookPoint, Intervention]] = []
         self._backend_specs: dict[str, object] = {}
         self.keep_grad = keep_grad
@@ -51,6 +56,16 @@ class HookSpec:
         parsed = [as_point(point) for point in points]
         for point in parsed:
             self._captures[point] = None
+        return self
+
+    def capture_grad(self, *points: HookLike) -> HookSpec:
+        """Store d loss / d activation at each point in the cache when the caller runs
+        ``loss.backward()`` on a loss derived from this forward (TransformerLens's
+        ``incl_bwd``); read it with ``cache.grad(point)``. The activation itself is not
+        kept unless captured too. If one point is invalid, none is added."""
+        parsed = [as_point(point) for point in points]
+        for point in parsed:
+            self._grad_captures[point] = None
         return self
 
     def intervene(self, point: HookLike, intervention: Intervention) -> HookSpec:
@@ -70,6 +85,8 @@ class HookSpec:
             raise HookError(f"extend() needs a HookSpec, got {type(other).__name__}")
         for point in other._captures:
             self._captures[point] = None
+        for point in other._grad_captures:
+            self._grad_captures[point] = None
         self._interventions.extend(other._interventions)
         for name, value in other._backend_specs.items():
             self._backend_specs.setdefault(name, value)
@@ -106,8 +123,13 @@ class HookSpec:
     # ---- queries --------------------------------------------------------------------------
     def is_empty(self) -> bool:
         """True when the spec asks for nothing (then a forward does no hook work at all)."""
-        return not (self._captures or self._interventions or self._backend_specs
-                    or self.check_finite)
+        return not (self._captures or self._grad_captures or self._interventions
+                    or self._backend_specs or self.check_finite)
+
+    @property
+    def needs_grad(self) -> bool:
+        """True when the forward must record an autograd graph (keep_grad or capture_grad)."""
+        return self.keep_grad or bool(self._grad_captures)
 
     def num_captures(self) -> int:
         return len(self._captures)
@@ -129,18 +151,26 @@ class HookSpec:
     def captures(self) -> list[HookPoint]:
         return list(self._captures)
 
+    def grad_captures(self) -> list[HookPoint]:
+        """Points whose gradients ``capture_grad`` asked for."""
+        return list(self._grad_captures)
+
     def interventions(self) -> list[tuple[HookPoint, Intervention]]:
         return list(self._interventions)
 
     def points(self) -> Iterator[HookPoint]:
         """Every point this spec touches (captures first), without duplicates."""
         seen: dict[HookPoint, None] = dict(self._captures)
+        for point in self._grad_captures:
+            seen.setdefault(point, None)
         for point, _ in self._interventions:
             seen.setdefault(point, None)
         return iter(seen)
 
     def __repr__(self) -> str:
         parts = [f"captures={[str(p) for p in self._captures]}"]
+        if self._grad_captures:
+            parts.append(f"grad_captures={[str(p) for p in self._grad_captures]}")
         if self._interventions:
             parts.append(f"interventions={[(str(p), iv) for p, iv in self._interventions]}")
         parts.extend(f"{name}={value!r}" for name, value in self._backend_specs.items())

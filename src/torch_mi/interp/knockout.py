@@ -10,7 +10,7 @@ layer the spec selects (docs/porting.md: attention knockout).
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +20,9 @@ from ..hooks.interventions import Intervention
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
 from ..model import LanguageModel
-from ..prompts import Prompt, prompt_ids
+from ..prompts import Prompt, PromptBatch, prompt_batch
 from ..selection import HeadSpec, LayerSelector, LayerSpec
-from .results import LogitComparison
+from .results import BatchComparison, LogitComparison
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,41 @@ class AblationResult(LogitComparison):
         return self.other_logits
 
 
-def run_knockout(model: LanguageModel, prompt: Prompt, spec: KnockoutSpec) -> AblationResult:
-    """Baseline and knocked-out forwards of one prompt (text or ids) on ``model``."""
-    ids = prompt_ids(model, prompt)
-    seq_len = ids.shape[1]
-    hooks = knockout_hooks(spec, model.num_layers, model.num_heads, seq_len, model.device,
-                           model.dtype)
-    baseline = model.forward(ids, last_logits_only=True).output()[0, -1]
-    ablated = model.forward(ids, hooks, last_logits_only=True).output()[0, -1]
-    return AblationResult(baseline, ablated, spec)
+class BatchAblationResult(BatchComparison):
+    """Per-prompt :class:`AblationResult` of a batch (``results``) and their aggregates."""
+
+    results: list[AblationResult]
+
+
+def batch_knockout_mask(spec: EdgeSelection, n_heads: int, batch: PromptBatch,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask [B,H,T,T] for a left-padded batch: each row's edges, in that row's own
+    positions, shifted past its padding (positions are checked against each row)."""
+    width = batch.width
+    mask = torch.zeros(len(batch.rows), n_heads, width, width, dtype=dtype,
+                       device=batch.ids.device)
+    for row, tokens in enumerate(batch.rows):
+        off = batch.offset(row)
+        cells = spec.cell_mask(n_heads, len(tokens), batch.ids.device)
+        mask[row, :, off:, off:] = mask[row, :, off:, off:].masked_fill(cells, float("-inf"))
+    return mask
+
+
+def run_knockout(model: LanguageModel, prompt: Prompt | Sequence[Prompt],
+                 spec: KnockoutSpec) -> AblationResult | BatchAblationResult:
+    """Baseline and knocked-out forwards of one prompt (text or ids) on ``model``.
+
+    A list of prompts runs as one left-padded batch (two forwards in all); edge positions
+    count in each prompt's own tokens, and the result holds one AblationResult per prompt."""
+    batch = prompt_batch(model, prompt)
+    for tokens in batch.rows:  # every row first: a bad spec fails before any forward
+        spec.validate(model.num_layers, model.num_heads, len(tokens))
+    mask = batch_knockout_mask(spec, model.num_heads, batch, model.dtype)
+    hooks = HookSpec()
+    for layer in spec.layer_spec.resolve(model.num_layers):
+        hooks.intervene(HookPoint.AttnScores(layer), Intervention.Knockout(mask))
+    run = {"attention_mask": batch.attention_mask, "last_logits_only": True}
+    baseline = model.forward(batch.ids, **run).output()[:, -1]  # [B, V]
+    ablated = model.forward(batch.ids, hooks, **run).output()[:, -1]
+    results = [AblationResult(baseline[i], ablated[i], spec) for i in range(len(batch.rows))]
+    return results[0] if batch.single else BatchAblationResult(results)

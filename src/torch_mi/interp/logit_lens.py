@@ -7,7 +7,7 @@ layer's ``hook_resid_post`` reproduces the model's own output distribution exact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +16,8 @@ from ..errors import InputError
 from ..hooks.points import STREAM_POINTS, stream_point
 from ..hooks.spec import HookSpec
 from ..model import LanguageModel
-from ..prompts import Prompt, prompt_ids, prompt_text
+from ..prompts import Prompt, PromptBatch, prompt_batch, prompt_text
+from .lens_maps import LensMap, Target, apply_map, lens_maps, position_metrics, target_ids
 
 LENS_HOOKS = {name: (lambda layer, n=name: stream_point(n, layer)) for name in STREAM_POINTS}
 
@@ -48,6 +49,10 @@ class LogitLensAnalysis:
     grid_probs: torch.Tensor | None = None  # [L, S] top-1 probability per layer/position
     grid_tokens: list[list[str]] = field(default_factory=list)  # [L][S] top-1 token
     final_predictions: list[TokenPrediction] = field(default_factory=list)  # model output
+    kl_to_final: torch.Tensor | None = None  # [L, S] KL(final || layer) per position (fp64)
+    target_id: int | None = None  # the token whose probability and rank are tracked
+    target_probs: torch.Tensor | None = None  # [L, S] probability of the target
+    target_ranks: torch.Tensor | None = None  # [L, S] rank of the target (0 = top-1)
 
     def push(self, result: LogitLensResult) -> None:
         self.layer_results.append(result)
@@ -107,7 +112,66 @@ class LogitLensAnalysis:
                 for r in self.layer_results],
             "output": [{"token_id": p.token_id, "token": p.token, "probability": p.probability}
                        for p in self.final_predictions],
+            **self._metrics_dict(),
         }
+
+    def _metrics_dict(self) -> dict:
+        """Last-position KL and target figures per layer (empty when not computed)."""
+        out: dict = {}
+        if self.kl_to_final is not None:
+            out["kl_to_final"] = self.kl_to_final[:, -1].tolist()
+        if self.target_id is not None and self.target_probs is not None:
+            out["target"] = {"token_id": self.target_id,
+                             "probability": self.target_probs[:, -1].tolist(),
+                             "rank": self.target_ranks[:, -1].tolist()}
+        return out
+
+
+@dataclass
+class BatchLogitLens:
+    """Per-prompt analyses of a batch, and their aggregates at each prompt's last token."""
+
+    analyses: list[LogitLensAnalysis]
+
+    def __len__(self) -> int:
+        return len(self.analyses)
+
+    def __getitem__(self, i: int) -> LogitLensAnalysis:
+        return self.analyses[i]
+
+    def _last(self, name: str) -> torch.Tensor:
+        """[B, L] of one per-position metric at the last position of each prompt."""
+        values = [getattr(a, name) for a in self.analyses]
+        if any(v is None for v in values):
+            raise InputError(f"{name} needs a target: call logit_lens(..., target=' token')")
+        return torch.stack([v[:, -1] for v in values])
+
+    def kl_to_final(self) -> torch.Tensor:
+        """[B, L] KL(final || layer) at each prompt's last token."""
+        return self._last("kl_to_final")
+
+    def target_probs(self) -> torch.Tensor:
+        """[B, L] probability of each prompt's target at its last token."""
+        return self._last("target_probs")
+
+    def target_ranks(self) -> torch.Tensor:
+        """[B, L] rank of each prompt's target at its last token (0 = top-1)."""
+        return self._last("target_ranks")
+
+    def mean_kl_to_final(self) -> torch.Tensor:
+        """[L] mean over prompts of the last-token KL to the final distribution."""
+        return self.kl_to_final().mean(dim=0)
+
+    def mean_target_prob(self) -> torch.Tensor:
+        """[L] mean over prompts of the target's last-token probability."""
+        return self.target_probs().mean(dim=0)
+
+    def mean_target_rank(self) -> torch.Tensor:
+        """[L] mean over prompts of the target's last-token rank (float)."""
+        return self.target_ranks().double().mean(dim=0)
+
+    def to_dict(self) -> dict:
+        return {"prompts": [a.to_dict() for a in self.analyses]}
 
 
 def format_token(token: str) -> str:
@@ -130,40 +194,75 @@ def decode_predictions_with(pairs: Iterable[tuple[int, float]],
     return [TokenPrediction(int(i), decode(int(i)), float(p)) for i, p in pairs]
 
 
-def _layer_probs(model: LanguageModel, resid: torch.Tensor) -> torch.Tensor:
-    """Probabilities [S, V] (fp32) of one layer's residual [S, D]."""
-    return torch.softmax(model.project_to_vocab(resid).float(), dim=-1)
-
-
-def logit_lens(model: LanguageModel, prompt: Prompt, *, k: int = 10,
-               hook: str = "resid_post") -> LogitLensAnalysis:
-    """Run the logit lens on one prompt (text or token ids, batch of one)."""
+def _check_args(model: LanguageModel, k: object, hook: object) -> None:
     if not isinstance(hook, str) or hook not in LENS_HOOKS:
         raise InputError(f"unknown lens hook {hook!r}; choose one of {sorted(LENS_HOOKS)}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= model.vocab_size:
         raise InputError(f"logit_lens: k (predictions kept per layer) must be an int in "
                          f"[1, {model.vocab_size}] (the vocabulary size), got {k!r:.40}")
-    tok = model.tokenizer
-    ids = prompt_ids(model, prompt)
-    text = prompt_text(model, prompt, ids)
+
+
+def logit_lens(model: LanguageModel, prompt: Prompt | Sequence[Prompt], *, k: int = 10,
+               hook: str = "resid_post", target: Target | Sequence[Target] | None = None,
+               lens: Mapping[int, LensMap] | None = None
+               ) -> LogitLensAnalysis | BatchLogitLens:
+    """Run the logit lens on one prompt (text or ids) or a list of prompts.
+
+    A list runs as one left-padded batch and gives a :class:`BatchLogitLens` (one analysis
+    per prompt, each equal to that prompt run alone, plus aggregates). Every analysis holds
+    KL(final || layer) per position; with ``target`` (one token, or one per prompt) also
+    its probability and rank. ``lens`` maps layers to tuned-lens affine maps (see
+    :mod:`.lens_maps`) applied to the residual before the final norm and unembedding.
+    """
+    _check_args(model, k, hook)
+    batch = prompt_batch(model, prompt)
+    targets = target_ids(model, target, len(batch.rows), batch.single)
     points = [LENS_HOOKS[hook](i) for i in range(model.num_layers)]
-    cache = model.forward(ids, HookSpec().capture(*points))
-    decode = tok.decode_token if tok is not None else str
-    analysis = LogitLensAnalysis(text, model.num_layers, hook=hook,
-                                 tokens=[decode(int(t)) for t in ids[0]])
-    probs_grid, tokens_grid = [], []
+    like = torch.empty(0, device=model.device, dtype=model.dtype)
+    maps = lens_maps(lens, model.num_layers, model.hidden_size, like)
+    cache = model.forward(batch.ids, HookSpec().capture(*points), attention_mask=batch.attention_mask)
+    analyses = []
     with torch.no_grad():
-        for layer, point in enumerate(points):
-            probs = _layer_probs(model, cache[point][0])  # [S, V]
-            top_p, top_i = probs[-1].topk(k)
-            analysis.push(LogitLensResult(layer, decode_predictions_with(
-                zip(top_i.tolist(), top_p.tolist(), strict=True), decode)))
-            best_p, best_i = probs.max(dim=-1)  # [S]
-            probs_grid.append(best_p)
-            tokens_grid.append([decode(int(i)) for i in best_i])
-        final = torch.softmax(cache.output()[0, -1].float(), dim=-1).topk(k)
+        for row in range(len(batch.rows)):
+            analyses.append(_analyse(model, prompt if batch.single else prompt[row], batch, row,
+                                     cache, points, maps, targets, k, hook))
+    return analyses[0] if batch.single else BatchLogitLens(analyses)
+
+
+def _analyse(model: LanguageModel, prompt: Prompt, batch: PromptBatch, row: int, cache,
+             points, maps, targets: list[int] | None, k: int, hook: str) -> LogitLensAnalysis:
+    """The analysis of one row of the batch (its real positions only)."""
+    tok = model.tokenizer
+    decode = tok.decode_token if tok is not None else str
+    ids = torch.tensor([batch.rows[row]], dtype=torch.long)
+    real = batch.real(row)
+    analysis = LogitLensAnalysis(prompt_text(model, prompt, ids), model.num_layers, hook=hook,
+                                 tokens=[decode(int(t)) for t in ids[0]])
+    final_logits = cache.output()[row, real].float()  # [S, V]
+    target = targets[row] if targets is not None else None
+    probs_grid, tokens_grid, kls, t_probs, t_ranks = [], [], [], [], []
+    for layer, point in enumerate(points):
+        resid = apply_map(maps.get(layer), layer, cache[point][row, real])  # [S, D]
+        logits = model.project_to_vocab(resid).float()  # [S, V]
+        probs = torch.softmax(logits, dim=-1)
+        top_p, top_i = probs[-1].topk(k)
+        analysis.push(LogitLensResult(layer, decode_predictions_with(
+            zip(top_i.tolist(), top_p.tolist(), strict=True), decode)))
+        best_p, best_i = probs.max(dim=-1)  # [S]
+        probs_grid.append(best_p)
+        tokens_grid.append([decode(int(i)) for i in best_i])
+        kl, t_prob, t_rank = position_metrics(final_logits, logits, target)
+        kls.append(kl.cpu())
+        t_probs.append(t_prob)
+        t_ranks.append(t_rank)
+    final = torch.softmax(final_logits[-1], dim=-1).topk(k)
     analysis.grid_probs = torch.stack(probs_grid).cpu()
     analysis.grid_tokens = tokens_grid
     analysis.final_predictions = decode_predictions_with(
         zip(final.indices.tolist(), final.values.tolist(), strict=True), decode)
+    analysis.kl_to_final = torch.stack(kls)
+    if target is not None:
+        analysis.target_id = target
+        analysis.target_probs = torch.stack(t_probs)
+        analysis.target_ranks = torch.stack(t_ranks)
     return analysis

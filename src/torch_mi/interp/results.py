@@ -98,3 +98,47 @@ class LogitComparison:
                                     f"{token_id!r:.40}")
         if not 0 <= token_id < vocab:
             raise InterventionError(f"token id {token_id} outside the vocabulary (0..{vocab - 1})")
+
+
+class BatchComparison:
+    """Per-prompt :class:`LogitComparison` results of one batch, and their aggregates."""
+
+    def __init__(self, results: list[LogitComparison]) -> None:
+        self.results = list(results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> LogitComparison:
+        return self.results[i]
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def kl_divergences(self) -> torch.Tensor:
+        """[B] KL(baseline || intervened) of each prompt (float64)."""
+        return torch.tensor([r.kl_divergence() for r in self.results], dtype=torch.float64)
+
+    def mean_kl_divergence(self) -> float:
+        return float(self.kl_divergences().mean())
+
+    def _per_prompt(self, token_ids: int | list[int]) -> list[int]:
+        if isinstance(token_ids, (list, tuple)):
+            if len(token_ids) != len(self.results):
+                raise InterventionError(f"{len(token_ids)} token ids for {len(self.results)} "
+                                        f"prompts; give one id for all or one per prompt")
+            return list(token_ids)
+        return [token_ids] * len(self.results)
+
+    def logit_diffs(self, token_ids: int | list[int]) -> torch.Tensor:
+        """[B] baseline - intervened logit of the token (one id, or one per prompt)."""
+        ids = self._per_prompt(token_ids)
+        return torch.tensor([r.logit_diff(t) for r, t in zip(self.results, ids, strict=True)],
+                            dtype=torch.float64)
+
+    def probability_shifts(self, token_ids: int | list[int]) -> torch.Tensor:
+        """[B, 2] (P_baseline, P_intervened) of the token (one id, or one per prompt)."""
+        ids = self._per_prompt(token_ids)
+        return torch.tensor([r.probability_shift(t)
+                             for r, t in zip(self.results, ids, strict=True)],
+                            dtype=torch.float64)

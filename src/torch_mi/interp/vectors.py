@@ -49,18 +49,32 @@ def mean_difference_vector(model: LanguageModel, positive: Sequence[str], negati
 
 def steering_vector_hooks(vector: torch.Tensor, layers: Iterable[int], *, scale: float = 1.0,
                           hook: str = "resid_post",
-                          positions: Sequence[int] | None = None) -> HookSpec:
+                          positions: Sequence[int] | None = None,
+                          relative: bool = False) -> HookSpec:
     """A HookSpec adding ``scale * vector`` at each layer's hook, at every position or only at
-    ``positions`` (indices into the positions this forward computes)."""
+    ``positions`` (indices into the positions this forward computes).
+
+    ``relative=True`` adds ``scale * |x| * vector / |vector|`` instead, ``|x|`` being the norm
+    of the residual at that position, so ``scale=0.5`` moves every position by half its own
+    norm whatever the raw vector's length (a mean difference can be short or long next to
+    the residual: |v| = 86 against norms of 145 on SmolLM2)."""
     _check_vector(vector, scale, positions)
-    delta = vector.detach() * scale
+    if not isinstance(relative, bool):
+        raise InputError(f"relative must be True or False, got {relative!r:.40}")
+    if relative and float(vector.norm()) == 0.0:
+        raise InputError("relative steering needs a non-zero vector (it is scaled to unit "
+                         "length); this one is all zeros")
+    delta = (vector.detach() / vector.norm() if relative else vector.detach()) * scale
     hooks = HookSpec()
+    rows = None if positions is None else list(positions)
     for layer in layers:
         point = _point(hook, layer)
-        if positions is None:
+        if relative:
+            hooks.intervene(point, Intervention.Apply(_relative_add(delta, rows)))
+        elif rows is None:
             hooks.intervene(point, Intervention.Add(delta))
         else:
-            hooks.intervene(point, Intervention.Apply(_positional_add(delta, list(positions))))
+            hooks.intervene(point, Intervention.Apply(_positional_add(delta, rows)))
     return hooks
 
 
@@ -87,4 +101,18 @@ def _positional_add(delta: torch.Tensor, positions: list[int]):
         out = tensor.clone()
         out[:, rows] += delta.to(device=tensor.device, dtype=tensor.dtype)
         return out
+    return add
+
+
+def _relative_add(direction: torch.Tensor, positions: list[int] | None):
+    """x + ‖x‖·direction at each position (all, or ``positions``); the norm in fp32."""
+    def add(tensor: torch.Tensor, point: HookPoint) -> torch.Tensor:  # [B,S,D]
+        norms = tensor.float().norm(dim=-1, keepdim=True)  # [B,S,1]
+        step = norms * direction.to(device=tensor.device, dtype=torch.float32)  # [B,S,D]
+        if positions is not None:
+            seq = tensor.shape[1]
+            keep = torch.zeros(seq, 1, dtype=torch.bool, device=tensor.device)
+            keep[[p for p in positions if -seq <= p < seq]] = True
+            step = step * keep
+        return (tensor.float() + step).to(tensor.dtype)
     return add

@@ -61,6 +61,10 @@ class GGUFTensorSource:
     def shape(self, name: str) -> tuple[int, ...]:
         return self.infos[name].shape
 
+    def stored_name(self, name: str) -> str:
+        """The GGUF name of HF tensor ``name``, for messages a user can match to the file."""
+        return self.infos[name].name
+
     def copy_into(self, name: str, dest: torch.Tensor) -> None:
         """Dequantise tensor ``name`` into ``dest``, undoing llama.cpp's conventions."""
         info = self.infos[name]

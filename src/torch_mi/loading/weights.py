@@ -92,7 +92,8 @@ def load_weights(model: nn.Module, source: TensorSource, weights: WeightMap,
         dest = param.data if target.rows is None else param.data[target.rows[0]:target.rows[1]]
         source.copy_into(name, dest)
         if check_finite:
-            require_finite(name, dest)
+            stored_as = getattr(source, "stored_name", None)
+            require_finite(name, dest, None if stored_as is None else stored_as(name))
         seen.add(name)
     missing = sorted(set(mapping) - seen - {m.split(":")[0] for m in mismatched})
     _raise_if_bad(unused, missing, mismatched)
@@ -100,9 +101,10 @@ def load_weights(model: nn.Module, source: TensorSource, weights: WeightMap,
         _check_tied_head(source, tied_head, params[weights.tied_to])
 
 
-def require_finite(name: str, values: torch.Tensor) -> None:
-    """WeightError naming ``name`` if ``values`` holds a NaN or an infinity. One reduction
-    pass (NaN propagates through min/max), no temporary the size of the tensor."""
+def require_finite(name: str, values: torch.Tensor, stored_as: str | None = None) -> None:
+    """WeightError naming ``name`` (and ``stored_as``, the name in the file when it differs,
+    as GGUF's do) if ``values`` holds a NaN or an infinity. One reduction pass (NaN
+    propagates through min/max), no temporary the size of the tensor."""
     if values.numel() == 0 or not values.is_floating_point():
         return
     low, high = torch.aminmax(values.detach())
@@ -112,7 +114,8 @@ def require_finite(name: str, values: torch.Tensor) -> None:
     count = int(bad.sum())
     first = tuple(int(i) for i in bad.nonzero()[0].tolist())
     value = float(values.detach()[first])
-    raise WeightError(f"checkpoint tensor '{name}' holds {count} non-finite value(s) (first: "
+    where = "" if stored_as in (None, name) else f" (stored as '{stored_as}')"
+    raise WeightError(f"checkpoint tensor '{name}'{where} holds {count} non-finite value(s) (first: "
                       f"{value} at index {list(first)}); the checkpoint is corrupt, download "
                       f"or convert it again ({NONFINITE_HINT})")
 

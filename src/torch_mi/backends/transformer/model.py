@@ -7,6 +7,10 @@ The forward pass reads like the math; each named tensor passes through exactly o
     h = embed(ids) * scale                         [hook_embed]
     per layer: Block                               [resid_pre ... resid_post]
     ln_final [hook_final_norm] -> unembed -> final soft-cap -> logits
+
+``forward(..., stop_at_layer=L)`` runs the embedding and blocks 0..L-1 only (TL's exclusive
+convention) and returns the residual stream there: ``cache.output()`` is
+``blocks.{L-1}.hook_resid_post`` [B,S,D] (``hook_embed`` for L = 0), not logits.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import InputError
+from ...errors import HookError, InputError
 from ...hooks.cache import HookCache
 from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime, make_runtime
@@ -31,6 +35,7 @@ from .masks import build_layer_mask
 from .norms import make_norm
 from .points import TRANSFORMER_POINTS
 from .rope import RotaryEmbedding, check_context, context_limit
+from .weights_view import TransformerWeights
 
 
 class GenericTransformer(nn.Module):
@@ -108,10 +113,16 @@ class GenericTransformer(nn.Module):
         """Every valid hook point of this model, in firing order, with its shape."""
         return dict(self._points)
 
+    @property
+    def weights(self) -> TransformerWeights:
+        """TransformerLens-layout weights: per-layer views, stacked copies (weights_view)."""
+        return TransformerWeights(self)
+
     # ---- forward --------------------------------------------------------------------------
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: KVCache | None = None,
-                last_logits_only: bool = False, allow_long_context: bool = False) -> HookCache:
+                last_logits_only: bool = False, allow_long_context: bool = False,
+                stop_at_layer: int | None = None) -> HookCache:
         """Run the model; returns a HookCache whose ``output()`` is logits [B,S,V].
 
         ``attention_mask`` ([B, past+S], 1 = real token, 0 = padding) enables left-padded
@@ -122,6 +133,12 @@ class GenericTransformer(nn.Module):
         ``hook_final_norm`` still sees every position). Positions beyond the model's
         context (``max_position_embeddings``) raise InputError unless
         ``allow_long_context``.
+
+        ``stop_at_layer=L`` (TL's convention: exclusive, negative counts from the end) runs
+        blocks 0..L-1 only; ``output()`` is then the residual stream [B,S,D] after block L-1
+        (no final norm, no unembedding). Points of later layers or of the head raise
+        HookError before any work; a ``state`` (a partial pass would leave a KV cache with
+        missing layers) or ``last_logits_only`` (there are no logits) raise InputError.
         """
         if state is not None and not isinstance(state, KVCache):
             raise InputError(f"state must be a KVCache from model.make_state(), got "
@@ -131,16 +148,49 @@ class GenericTransformer(nn.Module):
             if not isinstance(flag, bool):
                 raise InputError(f"{name} must be True or False, got {type(flag).__name__} "
                                  f"{flag!r}")
+        end = self.check_stop(stop_at_layer, hooks, state, last_logits_only)
         snapshot = state.snapshot() if state is not None else None
         try:
             ctx, h = self.begin(input_ids, hooks, attention_mask=attention_mask, state=state,
                                 allow_long_context=allow_long_context)
-            h = self.run_blocks(ctx, h, 0, self.config.num_layers)
+            h = self.run_blocks(ctx, h, 0, end)
+            if stop_at_layer is not None:
+                ctx.cache.set_output(h)  # the residual after block end-1 [B,S,D]
+                return ctx.cache
             return self.finish(ctx, h, last_logits_only)
         except BaseException:
             if snapshot is not None:  # a failed step leaves the caller's cache untouched
                 state.rollback(snapshot)
             raise
+
+    def check_stop(self, stop_at_layer: Any, hooks: HookSpec | None, state: Any,
+                   last_logits_only: bool) -> int:
+        """The number of blocks to run; typed errors for what an early exit cannot do."""
+        n = self.config.num_layers
+        if stop_at_layer is None:
+            return n
+        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) \
+                or not -n <= stop_at_layer <= n:
+            raise InputError(f"stop_at_layer must be an int in {-n}..{n} (blocks 0..L-1 run; "
+                             f"negative counts from the end), got {stop_at_layer!r}")
+        if state is not None:
+            raise InputError("stop_at_layer cannot be combined with state: a partial pass "
+                             "would leave the KV cache without the later layers; run the full "
+                             "forward to advance a state")
+        if last_logits_only:
+            raise InputError("stop_at_layer returns the residual stream, not logits; drop "
+                             "last_logits_only")
+        end = n + stop_at_layer if stop_at_layer < 0 else stop_at_layer
+        if hooks is not None and isinstance(hooks, HookSpec):
+            embed = self.model_points.embed
+            late = sorted({str(p) for p in hooks.points() if p in self._points and (
+                (p.layer is None and p != embed) or (p.layer is not None and p.layer >= end))})
+            if late:
+                ran = f"blocks 0..{end - 1}" if end else "the embedding"
+                raise HookError(f"stop_at_layer={stop_at_layer} runs {ran} only; "
+                                f"these hook points would never fire: {', '.join(late)}. Drop "
+                                f"them or raise stop_at_layer")
+        return end
 
     # ---- the block loop (BlockLoop protocol; looped passes drive it) --------------------
     def begin(self, input_ids: Any, hooks: HookSpec | None, *,

@@ -20,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("--edge", default=None, metavar="FROM,TO",
                    help="query,key positions (default: last,0; negatives count from the end)")
     p.add_argument("--heads", default=None, help="comma-separated heads (default: all)")
-    p.add_argument("--target", default=None, help="token whose probability is reported")
+    p.add_argument("--target", default=None,
+                   help="token whose probability is reported; must be one token, with or "
+                        "without its leading space (default: the baseline's top token)")
     p.add_argument("--top-k", type=int, default=10)
     add_model_args(p)
     p.set_defaults(run=run)
@@ -61,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         tid = int(p_base.argmax())
         target = tok.decode_token(tid)
     else:
-        target, tid = args.target, tok.find_token_id(args.target.strip())
+        target, tid = args.target, tok.find_token_id(args.target.strip())  # strict: one token
     data = {"prompt": args.prompt, "layer": layer, "edge": [src, dst],
             "edge_tokens": [tok.decode_token(int(ids[0, src])), tok.decode_token(int(ids[0, dst]))],
             "heads": "all" if heads is None else heads,
             "target": target, "target_id": tid,
             "p_target_baseline": float(p_base[tid]), "p_target_ablated": float(p_abl[tid]),
-            "target_logit_diff": result.logit_diff(tid),
+            # ablated - baseline: negative when the knockout lowers the target (the library's
+            # LogitComparison.logit_diff is baseline - other, as in candle-mi)
+            "target_logit_change": -result.logit_diff(tid),
             **result.to_dict(tok.decode_token, args.top_k)}
     if args.json:
         emit_json(data)
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"KL(baseline || ablated) = {data['kl_divergence']:.6f}")
     console.print(f"P({format_token(target)!r}): {format_probability(data['p_target_baseline'])}"
                   f" -> {format_probability(data['p_target_ablated'])} "
-                  f"(logit diff {data['target_logit_diff']:+.4f})")
+                  f"(logit change, ablated - baseline: {data['target_logit_change']:+.4f})")
     table = Table(title="top changed tokens")
     for col in ("token", "baseline", "ablated", "|dp|"):
         table.add_column(col, justify="left" if col == "token" else "right")

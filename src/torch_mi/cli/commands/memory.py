@@ -58,6 +58,18 @@ def check(args: argparse.Namespace) -> None:
     non_empty("--hook", args.hook)
 
 
+def check_context(model, seq_len: int, from_prompt: bool) -> None:
+    """Refuse, naming the option, a length past the model's trained context (the forward
+    would refuse it anyway, after the estimate, without saying which option asked)."""
+    limit_of = getattr(model.backend, "context_limit", None)
+    limit = limit_of() if callable(limit_of) else None
+    if limit is not None and seq_len > limit:
+        what = f"the prompt has {seq_len} tokens" if from_prompt else f"--seq-len {seq_len}"
+        raise InputError(f"{what}, which needs {seq_len} positions, beyond this model's "
+                         f"context of {limit} (max_position_embeddings); give --seq-len "
+                         f"{limit} or less")
+
+
 def input_ids(model, args: argparse.Namespace, seq_len: int) -> torch.Tensor:
     """[batch, seq] ids: the tokenised prompt, or a deterministic synthetic sequence."""
     if args.prompt is not None:
@@ -92,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     prompt_ids = None if args.prompt is None else model.encode(args.prompt)
     seq_len = (args.seq_len or 128) if prompt_ids is None else prompt_ids.shape[1]
+    check_context(model, seq_len, from_prompt=prompt_ids is not None)
     spec = build_spec(model, args.capture, args.hook)
     estimate = estimate_memory(model, spec, seq_len, args.batch)  # analytic: no allocation
     measured = None

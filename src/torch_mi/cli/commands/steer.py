@@ -7,6 +7,8 @@ import argparse
 from rich.table import Table
 
 from ...errors import InputError
+from ...hooks.points import HookPoint
+from ...hooks.spec import HookSpec
 from ...interp.dose import DOSE_LEVELS, dose_response
 from ...interp.vectors import mean_difference_vector, steering_vector_hooks
 from ..checks import at_least, finite, float_list, non_empty
@@ -25,7 +27,13 @@ def register(sub) -> None:
                    help="steering-vector mode: prompt(s) of the concept to add (repeatable)")
     p.add_argument("--negative", action="append", default=None,
                    help="steering-vector mode: contrasting prompt(s) (repeatable)")
-    p.add_argument("--scale", type=float, default=4.0, help="steering-vector multiplier")
+    p.add_argument("--scale", type=float, default=4.0,
+                   help="steering-vector strength (default 4.0); see --scale-mode")
+    p.add_argument("--scale-mode", choices=("absolute", "relative"), default="absolute",
+                   help="absolute (default): add scale x the raw mean-difference vector, whose "
+                        "length depends on the prompts (|v| and the residual norm are "
+                        "printed); relative: add a vector of length scale x the residual's own "
+                        "norm at each position (0.5 = half the residual; try 0.25-1)")
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--plot", default=None, metavar="FILE.png", help="dose-response curve")
     add_model_args(p)
@@ -68,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table(title=f"Dose-response: edge {edge[0]}->{edge[1]} at layer {layer} "
                         f"(baseline attention {curve.baseline_attention:.4f})")
-    for col in ("dose", "attention", "KL", "target logit diff"):
+    for col in ("dose", "attention", "KL", "target logit change (steered - baseline)"):
         table.add_column(col, justify="right")
-    for p in curve.points:
-        diff = "" if p.logit_diff is None else f"{p.logit_diff:+.4f}"
+    for p in curve.points:  # DoseResponsePoint.logit_diff is baseline - steered
+        diff = "" if p.logit_diff is None else f"{-p.logit_diff:+.4f}"
         table.add_row(f"{p.scale:g}", f"{p.attention_level:.4f}", f"{p.kl:.6f}", diff)
     console.print(table)
     console.print(f"scale reaching 2x baseline attention: {data['scale_for_double_attention']}")
@@ -82,16 +90,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _vector_mode(args, model, layer: int) -> int:
     vector = mean_difference_vector(model, args.positive, args.negative, layer)
-    hooks = steering_vector_hooks(vector, [layer], scale=args.scale)
+    relative = args.scale_mode == "relative"
+    hooks = steering_vector_hooks(vector, [layer], scale=args.scale, relative=relative)
+    point = HookPoint.ResidPost(layer)
+    resid = model.forward(model.encode(args.prompt), HookSpec().capture(point))[point]
+    resid_norm = float(resid[0].float().norm(dim=-1).mean())  # mean over prompt positions
+    added = abs(args.scale) * (resid_norm if relative else float(vector.norm()))
     base = model.generate(args.prompt, args.max_new_tokens)
     steered = model.generate(args.prompt, args.max_new_tokens, hooks=hooks)
     data = {"prompt": args.prompt, "layer": layer, "scale": args.scale,
-            "vector_norm": float(vector.norm()), "baseline": base.generated_text,
-            "steered": steered.generated_text}
+            "scale_mode": args.scale_mode, "vector_norm": float(vector.norm()),
+            "residual_norm": resid_norm, "added_norm_over_residual_norm": added / resid_norm,
+            "baseline": base.generated_text, "steered": steered.generated_text}
     if args.json:
         emit_json(data)
     else:
-        console.print(f"layer {layer}, scale {args.scale}, |v| = {data['vector_norm']:.3f}")
+        console.print(f"layer {layer}, scale {args.scale} ({args.scale_mode}), "
+                      f"|v| = {data['vector_norm']:.3f}, mean residual norm "
+                      f"{resid_norm:.3f}: the added vector is "
+                      f"{data['added_norm_over_residual_norm']:.2f}x the residual norm")
         console.print(f"baseline: {base.generated_text!r}")
         console.print(f"steered:  {steered.generated_text!r}")
     return 0
