@@ -18,6 +18,7 @@ ROOT = Path(torch_mi.__file__).parent
 LAYERS = {
     "errors": 0,
     "hooks": 1, "selection": 1, "sampling": 1, "tokenizer": 1, "positions": 1, "plots": 1,
+    "world_tokenizer": 1,
     "backends": 2,
     "loading": 3, "download": 3,
     "model": 4, "prompts": 4, "generation": 4, "cache": 4, "memory": 4,

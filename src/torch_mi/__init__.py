@@ -102,6 +102,7 @@ _ELSEWHERE: dict[str, str] = {
     **dict.fromkeys(("EncodingWithOffsets", "PositionConversion", "TextForwardResult",
                      "TokenWithOffset", "convert_positions"), "positions"),
     "MITokenizer": "tokenizer",
+    "WorldTokenizer": "world_tokenizer",
     "SUPPORTED_MODEL_TYPES": "backends",
 }
 

@@ -1,10 +1,10 @@
 """Model backends behind the :class:`MIBackend` protocol, and the architecture registry.
 
 The built-in backends register their rows on import: ``transformer`` (every decoder-only
-HF family). See BACKENDS.md for adding a family or a backend.
+HF family) and ``rwkv`` (RWKV-6 and RWKV-7). See BACKENDS.md for adding a family or a backend.
 """
 
-from . import transformer
+from . import rwkv, transformer
 from .looped import LoopFeedback, LoopSpec, forward_looped, generate_looped
 from .protocol import BlockLoop, MIBackend, SupportsMemoryPlan
 from .registry import (
@@ -42,6 +42,7 @@ __all__ = [
     "register_architecture",
     "register_fallback",
     "resolve_hf",
+    "rwkv",
     "supported_model_types",
     "transformer",
     "unregister_architecture",

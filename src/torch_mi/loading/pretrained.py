@@ -19,6 +19,7 @@ from ..backends.protocol import MIBackend
 from ..backends.registry import WeightMap, resolve_hf
 from ..errors import ConfigError, TokenizerError
 from ..tokenizer import MITokenizer
+from ..world_tokenizer import END_OF_TEXT_ID, WorldTokenizer, find_vocab_file
 from .files import parse_json, read_bytes, read_json
 from .preflight import check_before_allocating
 from .safetensors_io import SafetensorsSource
@@ -90,12 +91,12 @@ def _eos_ids(directory: Path, hf_config: dict) -> tuple[int, ...]:
 
 
 def load_tokenizer_dir(directory: Path, hf_config: dict | None = None) -> MITokenizer | None:
-    """The folder's tokenizer.json, or None if it has none."""
+    """The folder's tokenizer.json, else its RWKV world vocabulary, or None if it has neither."""
     directory = Path(directory)
     path = directory / "tokenizer.json"
-    if not path.exists() and not path.is_symlink():
-        return None
     hf_config = hf_config or {}
+    if not path.exists() and not path.is_symlink():
+        return load_world_tokenizer_dir(directory, hf_config)
     where = f"{directory / 'config.json'}"
     specials: dict[str, Any] = {key: _special_id(hf_config, key, where)
                                 for key in ("bos_token_id", "pad_token_id")}
@@ -109,3 +110,22 @@ def load_tokenizer_dir(directory: Path, hf_config: dict | None = None) -> MIToke
     return MITokenizer(inner, eos_token_ids=eos,
                        bos_token_id=next(iter(specials["bos_token_id"]), None),
                        pad_token_id=next(iter(specials["pad_token_id"]), None))
+
+
+def load_world_tokenizer_dir(directory: Path, hf_config: dict) -> WorldTokenizer | None:
+    """The RWKV world tokenizer of a folder holding ``rwkv_vocab_v20230424.txt`` (the RWKV HF
+    repos ship it with a remote-code tokenizer class instead of a tokenizer.json), or None.
+    Its ids are checked against config.json's ``vocab_size``; eos ids default to 0."""
+    vocab_file = find_vocab_file(directory)
+    if vocab_file is None:
+        return None
+    where = f"{directory / 'config.json'}"
+    vocab_size = hf_config.get("vocab_size")
+    if vocab_size is not None and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
+                                   or vocab_size <= 256):
+        raise ConfigError(f"{where}: 'vocab_size' must be an int above 256 for an RWKV world "
+                          f"model, got {vocab_size!r}")
+    eos = _eos_ids(directory, hf_config) or (END_OF_TEXT_ID,)
+    pad = _special_id(hf_config, "pad_token_id", where)
+    return WorldTokenizer.from_file(vocab_file, vocab_size=vocab_size, eos_token_ids=eos,
+                                    pad_token_id=next(iter(pad), None))

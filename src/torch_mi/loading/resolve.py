@@ -23,7 +23,7 @@ def is_local_path(model: str | os.PathLike) -> bool:
         exists = Path(text).expanduser().exists()
     except (OSError, ValueError, RuntimeError):  # too long a name, a NUL byte, no home dir
         exists = False
-    return exists or text.startswith((".", "/", "~")) or text.endswith(".gguf")
+    return exists or text.startswith((".", "/", "~")) or text.endswith((".gguf", ".pth"))
 
 
 def _model_text(model: object) -> str:
@@ -66,9 +66,16 @@ def load_parts(model: str | os.PathLike | None, *, revision: str | None, device:
     kind = _kind(path)
     if kind not in ("file", "dir", "missing"):
         raise ConfigError(f"model path {path} is {kind}, not a model folder or a .gguf file")
-    if kind == "file" or (kind == "missing" and text.endswith(".gguf")):
+    if kind == "file" or (kind == "missing" and text.endswith((".gguf", ".pth"))):
         if kind == "missing":
-            raise ConfigError(f"GGUF file {path} does not exist")
+            raise ConfigError(f"{'GGUF' if text.endswith('.gguf') else 'checkpoint'} file "
+                              f"{path} does not exist")
+        if path.suffix == ".pth":  # a BlinkDL RWKV checkpoint (read with weights_only=True)
+            from .pth import load_pth_model
+
+            backend, tokenizer = load_pth_model(path, device, dtype,
+                                                allow_nonfinite=allow_nonfinite)
+            return backend, tokenizer, str(path)
         from .gguf_model import load_gguf_model
 
         backend, tokenizer = load_gguf_model(path, device, dtype, allow_nonfinite=allow_nonfinite)

@@ -17,7 +17,8 @@ def hf_config(tiny_models, variant) -> dict:
 
 def test_supported_model_types():
     assert mi.SUPPORTED_MODEL_TYPES == ("gemma", "gemma2", "gemma3", "gemma3_text", "llama",
-                                        "mistral", "phi3", "qwen2", "qwen3", "starcoder2")
+                                        "mistral", "phi3", "qwen2", "qwen3", "rwkv6", "rwkv7",
+                                        "starcoder2")
 
 
 def test_llama(tiny_models):

@@ -1,0 +1,200 @@
+"""GenericRwkv: RWKV-6 (Finch) and RWKV-7 (Goose) behind the MIBackend protocol.
+
+    e = embed(ids)                                   [hook_embed]
+    h = ln0(e)                                       (the embedding LayerNorm, HF pre_ln)
+    per layer:                                       [resid_pre]
+        h = h + TimeMix(ln1(h))                      [ln1.*, rwkv.*, attn_out, resid_mid]
+        h = h + ChannelMix(ln2(h))                   [ln2.*, mlp.*, mlp_out, resid_post]
+    ln_out(h) [ln_final.*, hook_final_norm] -> head -> logits
+
+The WKV recurrence runs token by token in fp32 (``wkv.py``). With ``state`` (from
+``make_state()``) a call continues where the previous one stopped: the token-shift vectors
+and WKV matrices of every layer are carried, so generation costs O(1) per token. The new
+state is installed only when the whole call succeeded (a call that raises leaves it as it
+was). Left-padded batches are refused for now (InputError): padding would have to leave
+the state untouched token by token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import InputError
+from ...hooks.cache import HookCache
+from ...hooks.points import HookPoint
+from ...hooks.runtime import HookRuntime, make_runtime
+from ...hooks.spec import HookSpec
+from ..allocation import allocate_uninitialised
+from ..inputs import check_attention_mask, check_input_ids, check_residual
+from ..transformer.norms import LayerNorm
+from .channel_mix import ChannelMix
+from .config import RwkvConfig, RwkvVersion
+from .ops import linear
+from .points import RWKV_POINTS
+from .state import LayerState, RwkvState
+from .time_mix6 import TimeMix6
+from .time_mix7 import TimeMix7, V7Context
+
+
+@dataclass
+class RwkvCall:
+    """Per-call context shared by the blocks."""
+
+    hooks: HookRuntime
+    previous: list[LayerState] | None  # the incoming state (None: start from zeros)
+    new: list[LayerState] = field(default_factory=list)  # the state after this call
+    v7: V7Context = field(default_factory=V7Context)
+
+
+class RwkvBlock(nn.Module):
+    def __init__(self, config: RwkvConfig, layer: int) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.layer = layer
+        self.ln1, self.ln2 = LayerNorm(d, config.norm_eps), LayerNorm(d, config.norm_eps)
+        self.v7 = config.version is RwkvVersion.V7
+        self.attn = TimeMix7(config, layer) if self.v7 else TimeMix6(config)
+        self.ffn = ChannelMix(config)
+        self.shape = (config.num_heads, config.head_dim)
+        self.points = RWKV_POINTS.layer_points(layer)
+
+    def forward(self, h: torch.Tensor, call: RwkvCall) -> torch.Tensor:
+        hooks, p = call.hooks, self.points
+        old = call.previous[self.layer] if call.previous is not None else None
+        h = hooks.fire(p.resid_pre, h)  # [B,S,D]
+        x = self.ln1.hooked(h, hooks, p.ln1_scale, p.ln1_normalized)
+        wkv = old.wkv if old is not None else h.new_zeros(
+            h.shape[0], *self.shape, self.shape[1], dtype=torch.promote_types(h.dtype, torch.float32))
+        prev = old.att_x if old is not None else None
+        if self.v7:
+            a, wkv = self.attn(x, prev, wkv, hooks, p, call.v7)
+        else:
+            a, wkv = self.attn(x, prev, wkv, hooks, p)
+        a = hooks.fire(p.attn_out, a)
+        h = hooks.fire(p.resid_mid, h + a)
+        xf = self.ln2.hooked(h, hooks, p.ln2_scale, p.ln2_normalized)
+        m = hooks.fire(p.mlp_out, self.ffn(xf, old.ffn_x if old is not None else None, hooks, p))
+        call.new.append(LayerState(x[:, -1].detach(), wkv.detach(), xf[:, -1].detach()))
+        return hooks.fire(p.resid_post, h + m)
+
+
+class GenericRwkv(nn.Module):
+    """RWKV-6 / RWKV-7 driven by an :class:`RwkvConfig` (implements MIBackend)."""
+
+    def __init__(self, config: RwkvConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.embed = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.embed.weight.requires_grad_(False)
+        self.ln0 = LayerNorm(c.hidden_size, c.norm_eps)
+        self.blocks = nn.ModuleList(RwkvBlock(c, i) for i in range(c.num_layers))
+        self.ln_out = LayerNorm(c.hidden_size, c.norm_eps)
+        self.head = linear(c.hidden_size, c.vocab_size)
+        self._points = RWKV_POINTS.shapes(c, c.num_layers)
+        self.model_points = RWKV_POINTS.model_points()
+        self._state_owner = object()  # identifies this model's states
+        self.tie_weights()
+
+    @classmethod
+    def empty(cls, config: RwkvConfig, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> GenericRwkv:
+        """A model with allocated but unfilled parameters (the loader fills them)."""
+        model = allocate_uninitialised(lambda: cls(config), device, dtype)
+        model.tie_weights()
+        return model.eval()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.head.weight = self.embed.weight
+
+    # ---- MIBackend metadata -------------------------------------------------------------
+    num_layers = property(lambda self: self.config.num_layers)
+    hidden_size = property(lambda self: self.config.hidden_size)
+    vocab_size = property(lambda self: self.config.vocab_size)
+    num_heads = property(lambda self: self.config.num_heads)
+    device = property(lambda self: self.embed.weight.device)
+    dtype = property(lambda self: self.embed.weight.dtype)
+
+    def hook_points(self) -> dict[HookPoint, tuple]:
+        """Every valid hook point of this model, in firing order, with its shape."""
+        return dict(self._points)
+
+    def make_state(self) -> RwkvState:
+        """A fresh (zero) recurrent state for ``forward(..., state=s)``."""
+        return RwkvState(self._state_owner, self.config.num_layers)
+
+    # ---- forward --------------------------------------------------------------------------
+    def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
+                attention_mask: torch.Tensor | None = None, state: RwkvState | None = None,
+                last_logits_only: bool = False) -> HookCache:
+        """Run the model; ``cache.output()`` is logits [B,S,V] ([B,1,V] with
+        ``last_logits_only``). With ``state`` only the new positions are computed (hooks see
+        those) and the state is advanced; if the call raises, the state is unchanged."""
+        if state is not None and not isinstance(state, RwkvState):
+            raise InputError(f"state must be an RwkvState from model.make_state(), got "
+                             f"{type(state).__name__}")
+        if not isinstance(last_logits_only, bool):
+            raise InputError(f"last_logits_only must be True or False, got "
+                             f"{type(last_logits_only).__name__} {last_logits_only!r}")
+        ids = check_input_ids(input_ids, self.config.vocab_size, self.device)
+        runtime, cache = make_runtime(hooks, self._points, self.config.num_layers)
+        if state is not None:
+            state.check_for(self._state_owner, ids.shape[0])
+        self._check_mask(attention_mask, ids, state)
+        call = RwkvCall(runtime, state.layers if state is not None else None)
+        h = runtime.fire(self.model_points.embed, self.embed(ids))  # [B,S,D]
+        h = self.ln0(h)
+        for block in self.blocks:
+            h = block(h, call)
+        cache.set_output(self._head(h, runtime, last_logits_only))
+        if state is not None:
+            state.commit(call.new, ids.shape[1])
+        return cache
+
+    def _check_mask(self, mask: Any, ids: torch.Tensor, state: RwkvState | None) -> None:
+        """Accept no mask or an all-ones one ([B, S], or [B, seen + S] with a state); refuse
+        padding with InputError."""
+        if mask is None:
+            return
+        total = ids.shape[1]
+        seen = state.seen_tokens if state is not None else 0
+        if seen and _mask_width(mask) == seen + total:
+            total += seen
+        checked = check_attention_mask(mask, ids.shape[0], total, ids.device)
+        if not bool(checked.bool().all()):
+            raise InputError("RWKV does not support padded batches yet (attention_mask has "
+                             "zeros): padding tokens would enter the recurrent state. Run "
+                             "sequences of different lengths separately (batch 1), or pad "
+                             "them to equal length with real tokens")
+
+    def _head(self, h: torch.Tensor, hooks: HookRuntime, last_only: bool) -> torch.Tensor:
+        p = self.model_points
+        h = self.ln_out.hooked(h, hooks, p.ln_final_scale, p.ln_final_normalized)
+        h = hooks.fire(p.final_norm, h)
+        return self.head(h[:, -1:] if last_only else h)
+
+    # ---- analysis helpers -----------------------------------------------------------------
+    def project_to_vocab(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + head of any residual [..., D] (logit lens); at the last layer's
+        ``hook_resid_post`` this equals the model's logits."""
+        check_residual(hidden, self.config.hidden_size, "project_to_vocab")
+        return self.head(self.ln_out(hidden.to(device=self.device, dtype=self.dtype)))
+
+    def embedding_vector(self, token_id: int) -> torch.Tensor:
+        """The raw embedding row [D] of ``token_id`` (before ``ln0``)."""
+        ids = check_input_ids([token_id], self.config.vocab_size, self.device)
+        return self.embed.weight[int(ids[0, 0])].detach()
+
+
+def _mask_width(mask: Any) -> int | None:
+    """The last dimension of a mask given as a tensor or nested lists (None if unknown)."""
+    if isinstance(mask, torch.Tensor):
+        return mask.shape[-1] if mask.dim() else None
+    try:
+        return len(mask[0])
+    except (TypeError, IndexError, KeyError):
+        return None

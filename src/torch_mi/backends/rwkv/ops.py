@@ -1,0 +1,64 @@
+"""Small pieces shared by the RWKV-6 and RWKV-7 mixes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def param(*shape: int) -> nn.Parameter:
+    """An unfilled frozen parameter (the loader fills it)."""
+    return nn.Parameter(torch.empty(*shape), requires_grad=False)
+
+
+def linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    layer.requires_grad_(False)
+    return layer
+
+
+def wide(x: torch.Tensor) -> torch.Tensor:
+    """x in at least fp32 (fp16/bf16 are upcast; fp64 stays fp64 for exactness checks)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def token_shift(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+    """δ = shifted - x for x [B,S,D]: position 0 is shifted against ``prev`` [B,D] (the
+    previous call's last position) or zeros, position t against x[:, t-1]."""
+    first = prev[:, None].to(x.dtype) if prev is not None else torch.zeros_like(x[:, :1])
+    return torch.cat([first, x[:, :-1]], dim=1) - x
+
+
+def heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """[B,S,D] -> [B,S,H,d] (a view)."""
+    return x.view(*x.shape[:-1], x.shape[-1] // head_dim, head_dim)
+
+
+def merge(x: torch.Tensor) -> torch.Tensor:
+    """[B,S,H,d] -> [B,S,D]."""
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+def group_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+               eps: float) -> torch.Tensor:
+    """Per-head GroupNorm of y [B,S,H,d] in (at least) fp32 with the affine over D ->
+    [B,S,D]."""
+    b, s, h, d = y.shape
+    yw = wide(y)
+    out = F.group_norm(yw.reshape(b * s, h * d), h, weight.to(yw.dtype), bias.to(yw.dtype), eps)
+    return out.view(b, s, h * d)
+
+
+class LoRA(nn.Module):
+    """fla's LoRA block ``up(act(down(x)))``: down [r,D] without bias, up [D,r] with an
+    optional bias; HF names ``lora.0`` (down) and ``lora.2`` (up)."""
+
+    def __init__(self, dim: int, rank: int, bias: bool) -> None:
+        super().__init__()
+        self.down = linear(dim, rank)
+        self.up = linear(rank, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, act=None) -> torch.Tensor:
+        hidden = self.down(x)
+        return self.up(act(hidden) if act is not None else hidden)
