@@ -3,7 +3,9 @@
 Targets (SPEC §11): forward 128 tokens <= 0.9x HF sdpa; capture-all <= 1.15x our no-hook
 forward and >= 2x faster than TransformerLens run_with_cache; GGUF load <= 0.25x HF;
 safetensors load <= 0.5x HF; peak RSS during load <= 1.3x fp32 weights; generation >= 1.0x;
-stop_at_layer=15 forward >= 1.8x faster than the full forward (issue 11).
+stop_at_layer=15 forward >= 1.8x faster than the full forward (issue 11); RWKV (issue 12,
+random D=768 checkpoints vs the ``rwkv`` package): 512-token prompt >= 2x faster, generation
+>= 1.0x, capture-all <= 1.2x our no-hook forward.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from .common import ROOT, machine, run_worker, setup_threads
 
 SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens",
-             "early_exit")
+             "early_exit", "rwkv")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,11 +57,13 @@ def load_models(model_dir: str | None):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from . import early_exit, forward, generation, loading, transformerlens
+    from . import early_exit, forward, generation, loading, rwkv, transformerlens
 
     setup_threads()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    ours, hf, hf_dir = load_models(args.model_dir)
+    # the rwkv scenario builds its own models in worker processes
+    needs_smollm = any(name != "rwkv" for name in chosen)
+    ours, hf, hf_dir = load_models(args.model_dir) if needs_smollm else (None, None, None)
     seq_lens = (8, 32) if args.quick else forward.SEQ_LENS
     capture_len = 32 if args.quick else 128
     results: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> dict:
         "transformerlens": tl_scenario,
         "loading": loading_scenario,
         "early_exit": lambda: early_exit.early_exit(ours, capture_len, args.quick),
+        "rwkv": lambda: rwkv.rwkv_benchmarks(args.quick),
     }
     for name, scenario in scenarios.items():
         if name not in chosen or (name == "loading" and args.model_dir):

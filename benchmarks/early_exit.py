@@ -28,9 +28,9 @@ def early_exit(ours, seq_len: int = SEQ_LEN, quick: bool = False,
     full = ours.forward(ids, HookSpec().capture(resid))[resid]
     same = bool(torch.equal(ours.forward(ids, stop_at_layer=stop).output(), full))
     t = time_calls({"full": lambda: ours.forward(ids),
-                    "stop_at_layer": lambda: ours.forward(ids, stop_at_layer=stop)},
+                    "early": lambda: ours.forward(ids, stop_at_layer=stop)},
                    _reps(seq_len, quick))
     return {"seq_len": seq_len, "stop_at_layer": stop, "num_layers": ours.num_layers,
             **{k: v.to_dict() for k, v in t.items()},
-            "speedup": t["full"].median / t["stop_at_layer"].median,
+            "speedup": t["full"].median / t["early"].median,
             "same_residual": same}

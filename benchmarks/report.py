@@ -7,6 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from . import rwkv
+
 
 def _ms(entry: dict) -> str:
     return f"{entry['median'] * 1e3:.1f}"
@@ -54,6 +56,8 @@ def target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
         rows.append((f"full forward / stop_at_layer={e['stop_at_layer']} of {e['num_layers']} "
                      f"({e['seq_len']} tok)", f"{e['speedup']:.2f}x", ">= 1.8x",
                      e["speedup"] >= 1.8 and e["same_residual"]))
+    if "rwkv" in r:
+        rows += rwkv.target_rows(r["rwkv"])
     return rows
 
 
@@ -140,6 +144,8 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
                   f"{g['new_tokens']} new tokens: torch-mi {g['torch-mi_tok_s']:.1f} tok/s, "
                   f"HF generate {g['hf_tok_s']:.1f} tok/s ({g['ratio']:.2f}x); same tokens: "
                   f"{g['same_tokens']}."]
+    if "rwkv" in r:
+        lines += rwkv.markdown(r["rwkv"])
     lines += ["", "## What the profile showed, and what it led to", "",
               "Where the time goes now: [docs/profile.md](profile.md) (`python -m "
               "benchmarks.profile_forward --out docs/profile.md`). About 85% of a forward is "

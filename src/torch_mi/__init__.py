@@ -93,7 +93,9 @@ _ELSEWHERE: dict[str, str] = {
     **dict.fromkeys((
         "DOSE_LEVELS", "AttentionEdge", "DoseResponseCurve", "DoseResponsePoint",
         "InterventionType", "LogitLensResult", "PcaResult", "ProbeResult",
-        "SteeringCalibration", "TokenPrediction", "apply_steering", "collect_activations",
+        "SteeringCalibration", "StateAblationResult", "StateSteeringResult", "TokenPrediction",
+        "apply_steering", "collect_activations", "run_state_knockout", "run_state_steering",
+        "state_knockout_per_layer",
         "create_knockout_mask", "knockout_hooks", "mean_difference_vector",
         "measure_attention_to_targets", "pca_top_k", "probe_layers", "steering_vector_hooks",
         "train_probe"), "interp"),

@@ -1,11 +1,18 @@
 """Text generation through the same hook sites as ``forward``.
 
-Default mode keeps the backend's decoding state (``model.make_state()``, a KV cache for
-transformers): the prompt is processed once, then one position per
-step, so each step's hooks and interventions see only the new position (an ``Add`` of a
-[D] vector therefore steers every generated token). ``recompute=True`` re-runs the whole
-sequence every step instead (hooks see all positions, interventions re-apply to the prompt
-each step; docs/porting.md: generation). Batches of unequal prompts are left-padded.
+Default mode keeps the backend's decoding state (``model.make_state()``: a KV cache for
+transformers, the recurrent state for RWKV, so a step costs O(1) there): the prompt is
+processed once, then one position per step, so each step's hooks and interventions see
+only the new position (an ``Add`` of a [D] vector therefore steers every generated token).
+``recompute=True`` re-runs the whole sequence every step instead, as upstream did (hooks
+see all positions, interventions re-apply to the prompt each step; docs/porting.md:
+generation). Batches of unequal prompts are left-padded (RWKV refuses padding with an
+InputError: padding tokens would enter its state).
+
+Text is decoded with ``errors="replace"`` for stop strings and results: sampled tokens may
+end inside a multi-byte character (the RWKV world tokenizer works on bytes and decodes
+strictly), which must neither stop generation with a TokenizerError nor hide a stop string;
+``token_ids`` always hold the exact ids.
 """
 
 from __future__ import annotations
@@ -243,7 +250,7 @@ def _record(model: LanguageModel, batch: _Batch, tokens: list[int], rules: StopR
             continue
         batch.generated[i].append(token)
         if rules.strings and model.tokenizer is not None:
-            text = model.tokenizer.decode(batch.generated[i])
+            text = model.tokenizer.decode(batch.generated[i], errors="replace")
             if rules.cut(text) is not None:
                 batch.done[i], batch.reasons[i] = True, "stop_string"
 
@@ -254,9 +261,10 @@ def _result(model: LanguageModel, prompt_ids: list[int], generated: list[int], r
     if tok is None:
         prompt, text, full = "", "", ""
     else:
-        prompt = prompt_text if isinstance(prompt_text, str) else tok.decode(prompt_ids)
-        text = tok.decode(generated)
-        full = tok.decode(prompt_ids + generated)
+        prompt = prompt_text if isinstance(prompt_text, str) \
+            else tok.decode(prompt_ids, errors="replace")
+        text = tok.decode(generated, errors="replace")
+        full = tok.decode(prompt_ids + generated, errors="replace")
         if reason == "stop_string":  # the stop string and what follows are not output
             cut = rules.cut(text)
             if full.endswith(text):

@@ -91,7 +91,10 @@ class MIModel:
                         revision: str | None = None, device: str | torch.device = "auto",
                         dtype: str | torch.dtype | None = None,
                         allow_nonfinite: bool = False) -> MIModel:
-        """Load a Hub repo id, a local HF-layout folder, or a ``.gguf`` file.
+        """Load a Hub repo id, a local HF-layout folder, a ``.gguf`` file, or a BlinkDL RWKV
+        ``.pth`` (RWKV-6/7, read with ``torch.load(weights_only=True)`` only; the world
+        tokenizer is attached when ``rwkv_vocab_*.txt`` lies next to it, as it is for RWKV
+        HF folders).
 
         With no ``model``, loads the embedded default (SmolLM2-135M-Instruct). Every file is
         checked before use (ConfigError / WeightError naming the key or tensor): the config

@@ -12,6 +12,14 @@ from tokenizers import Tokenizer
 from .errors import InputError, TokenizerError
 from .positions import EncodingWithOffsets
 
+DECODE_ERRORS = ("strict", "replace", "ignore", "backslashreplace")
+
+
+def check_decode_errors(errors: object) -> None:
+    """TokenizerError unless ``errors`` is one of :data:`DECODE_ERRORS`."""
+    if not isinstance(errors, str) or errors not in DECODE_ERRORS:
+        raise TokenizerError(f"errors must be one of {DECODE_ERRORS}, got {errors!r:.40}")
+
 
 class MITokenizer:
     """Encode/decode text for a model. ``encode`` adds the model's special tokens (e.g. BOS
@@ -89,9 +97,17 @@ class MITokenizer:
         return int(self.eos_token_ids[0]) if self.eos_token_ids else 0
 
     # ---- decoding -------------------------------------------------------------------------
-    def decode(self, ids) -> str:
+    def decode(self, ids, errors: str = "strict") -> str:
         """Text of ``ids`` (special tokens kept): a flat list or 1-D tensor of integer ids;
-        floats are refused, never truncated."""
+        floats are refused, never truncated.
+
+        ``errors`` says what to do with ids whose bytes are not valid UTF-8 (a sequence cut
+        inside a multi-byte character): "strict" (default) raises TokenizerError where the
+        tokenizer can tell, "replace" gives U+FFFD, "ignore" drops the bytes,
+        "backslashreplace" shows them as ``\\xHH``. HF byte-level tokenizers decode lossily
+        (U+FFFD) whatever ``errors`` says; the RWKV world tokenizer honours every mode.
+        Generation decodes with "replace" where text is only matched or displayed."""
+        check_decode_errors(errors)
         ids = self._id_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:

@@ -30,14 +30,13 @@ import torch
 
 from .errors import TokenizerError
 from .positions import EncodingWithOffsets
-from .tokenizer import MITokenizer, pad_batch
+from .tokenizer import MITokenizer, check_decode_errors, pad_batch
 
 VOCAB_FILE_NAME = "rwkv_vocab_v20230424.txt"
 MAX_VOCAB_FILE_BYTES = 16 * 1024 * 1024  # the real file is 1.1 MB
 MAX_TOKEN_BYTES = 1024  # the longest real token is 128 bytes; bounds the trie walk per token
 MAX_TOKEN_ID = 1 << 21  # without a model vocab_size to check against
 END_OF_TEXT_ID = 0
-DECODE_ERRORS = ("strict", "replace", "ignore", "backslashreplace")
 
 _ESCAPE = r"\\(?:[\\'\"abfnrtv]|[0-7]{1,3}|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})"
 _LINE = re.compile(rf"(\d{{1,9}}) (b?)(?:'((?:[^'\\\n]|{_ESCAPE})*)'|\"((?:[^\"\\\n]|{_ESCAPE})*)\")"
@@ -316,8 +315,7 @@ class WorldTokenizer(MITokenizer):
     def decode(self, ids, errors: str = "strict") -> str:
         """Text of ``ids``; TokenizerError where the bytes are not UTF-8 (a token sequence cut
         inside a character), unless ``errors`` is "replace", "ignore" or "backslashreplace"."""
-        if errors not in DECODE_ERRORS:
-            raise TokenizerError(f"errors must be one of {DECODE_ERRORS}, got {errors!r:.40}")
+        check_decode_errors(errors)
         data = self.decode_bytes(ids)
         try:
             return data.decode("utf-8", errors)

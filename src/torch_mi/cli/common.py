@@ -20,8 +20,8 @@ err_console = Console(stderr=True, highlight=False)
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=None,
-                        help="Hub repo id, local folder or .gguf file (default: the embedded "
-                             "SmolLM2-135M-Instruct)")
+                        help="Hub repo id, local folder, .gguf file or RWKV .pth (default: "
+                             "the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")

@@ -15,7 +15,7 @@ import traceback
 from ..errors import MIError
 
 COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
-            "download", "memory")
+            "download", "memory", "state-knockout")
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -55,7 +55,7 @@ def build_parser() -> Parser:
     _add_flags(parser, False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f".commands.{name}", __package__)
+        module = importlib.import_module(f".commands.{name.replace('-', '_')}", __package__)
         module.register(sub)
     for subparser in sub.choices.values():  # also after the command: torch-mi lens x --debug
         _add_flags(subparser, argparse.SUPPRESS)

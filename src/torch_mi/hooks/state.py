@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from ..errors import InterventionError
 from ..selection import LayerSelector, LayerSpec
 
@@ -22,7 +24,12 @@ class _StateSpecBase(LayerSelector):
         self.layer_spec: LayerSpec = LayerSpec.All
 
     def position(self, pos: int):
-        if pos not in self.positions_list:
+        """Add token position ``pos`` (an int >= 0: a float or bool is refused, never
+        truncated to another position)."""
+        if isinstance(pos, bool) or not isinstance(pos, int | np.integer) or pos < 0:
+            raise InterventionError(f"{type(self).__name__}.position: expected a token "
+                                    f"position (an int >= 0), got {pos!r}")
+        if int(pos) not in self.positions_list:
             self.positions_list.append(int(pos))
         return self
 

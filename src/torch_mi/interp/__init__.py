@@ -52,6 +52,13 @@ from .path_patching import path_patch, path_patch_heads
 from .pca import PcaResult, pca_top_k
 from .probing import ProbeResult, collect_activations, probe_layers, train_probe
 from .results import BatchComparison, LogitComparison, kl_divergence
+from .rwkv_state import (
+    StateAblationResult,
+    StateSteeringResult,
+    run_state_knockout,
+    run_state_steering,
+    state_knockout_per_layer,
+)
 from .steering import (
     InterventionType,
     SteeringResult,
@@ -84,6 +91,8 @@ __all__ = [
     "PcaResult",
     "PositionConversion",
     "ProbeResult",
+    "StateAblationResult",
+    "StateSteeringResult",
     "SteeringCalibration",
     "SteeringResult",
     "SteeringSpec",
@@ -123,8 +132,11 @@ __all__ = [
     "probe_layers",
     "repeated_random_tokens",
     "run_knockout",
+    "run_state_knockout",
+    "run_state_steering",
     "run_steering",
     "stack_head_results",
+    "state_knockout_per_layer",
     "steering_vector_hooks",
     "train_probe",
 ]

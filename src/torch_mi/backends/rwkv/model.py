@@ -33,11 +33,15 @@ from ..inputs import check_attention_mask, check_input_ids, check_residual
 from ..transformer.norms import LayerNorm
 from .channel_mix import ChannelMix
 from .config import RwkvConfig, RwkvVersion
+from .early_exit import blocks_to_run
+from .effective_attn import refuse_interventions
 from .ops import linear
 from .points import RWKV_POINTS
 from .state import LayerState, RwkvState
+from .state_interventions import STATE_SPECS, write_scales
 from .time_mix6 import TimeMix6
 from .time_mix7 import TimeMix7, V7Context
+from .wkv_chunked import chunk_allowed
 
 
 @dataclass
@@ -48,6 +52,9 @@ class RwkvCall:
     previous: list[LayerState] | None  # the incoming state (None: start from zeros)
     new: list[LayerState] = field(default_factory=list)  # the state after this call
     v7: V7Context = field(default_factory=V7Context)
+    # {layer: [S] scale of each position's state write} (state knockout / steering)
+    write_scales: dict[int, torch.Tensor] = field(default_factory=dict)
+    chunked: bool = False  # run the block-parallel WKV (wkv_chunked.chunk_allowed)
 
 
 class RwkvBlock(nn.Module):
@@ -70,10 +77,11 @@ class RwkvBlock(nn.Module):
         wkv = old.wkv if old is not None else h.new_zeros(
             h.shape[0], *self.shape, self.shape[1], dtype=torch.promote_types(h.dtype, torch.float32))
         prev = old.att_x if old is not None else None
+        scale = call.write_scales.get(self.layer)
         if self.v7:
-            a, wkv = self.attn(x, prev, wkv, hooks, p, call.v7)
+            a, wkv = self.attn(x, prev, wkv, hooks, p, call.v7, scale, chunked=call.chunked)
         else:
-            a, wkv = self.attn(x, prev, wkv, hooks, p)
+            a, wkv = self.attn(x, prev, wkv, hooks, p, scale, chunked=call.chunked)
         a = hooks.fire(p.attn_out, a)
         h = hooks.fire(p.resid_mid, h + a)
         xf = self.ln2.hooked(h, hooks, p.ln2_scale, p.ln2_normalized)
@@ -84,6 +92,10 @@ class RwkvBlock(nn.Module):
 
 class GenericRwkv(nn.Module):
     """RWKV-6 / RWKV-7 driven by an :class:`RwkvConfig` (implements MIBackend)."""
+
+    # Prompts run the chunked WKV (wkv_chunked.py: the recurrence's numbers, block-parallel);
+    # set False on a model (or the class) to force the token-by-token recurrence.
+    chunked_wkv: bool = True
 
     def __init__(self, config: RwkvConfig) -> None:
         super().__init__()
@@ -127,29 +139,52 @@ class GenericRwkv(nn.Module):
         """A fresh (zero) recurrent state for ``forward(..., state=s)``."""
         return RwkvState(self._state_owner, self.config.num_layers)
 
+    def memory_plan(self, spec: HookSpec, batch: int, seq_len: int):
+        """A simple memory estimate of a forward with ``spec`` (see memory_plan.py)."""
+        from .memory_plan import RwkvPlan
+
+        return RwkvPlan(self, spec, batch, seq_len)
+
     # ---- forward --------------------------------------------------------------------------
     def forward(self, input_ids: Any, hooks: HookSpec | None = None, *,
                 attention_mask: torch.Tensor | None = None, state: RwkvState | None = None,
-                last_logits_only: bool = False) -> HookCache:
+                last_logits_only: bool = False, allow_long_context: bool = False,
+                stop_at_layer: int | None = None) -> HookCache:
         """Run the model; ``cache.output()`` is logits [B,S,V] ([B,1,V] with
         ``last_logits_only``). With ``state`` only the new positions are computed (hooks see
-        those) and the state is advanced; if the call raises, the state is unchanged."""
+        those) and the state is advanced; if the call raises, the state is unchanged.
+
+        ``stop_at_layer=L`` runs blocks 0..L-1 and ``output()`` is the residual [B,S,D]
+        (early_exit.py: the transformer backend's rules). ``allow_long_context`` is accepted
+        and has no effect: RWKV has no context limit (no positions, a fixed-size state)."""
         if state is not None and not isinstance(state, RwkvState):
             raise InputError(f"state must be an RwkvState from model.make_state(), got "
                              f"{type(state).__name__}")
-        if not isinstance(last_logits_only, bool):
-            raise InputError(f"last_logits_only must be True or False, got "
-                             f"{type(last_logits_only).__name__} {last_logits_only!r}")
+        for name, flag in (("last_logits_only", last_logits_only),
+                           ("allow_long_context", allow_long_context)):
+            if not isinstance(flag, bool):
+                raise InputError(f"{name} must be True or False, got {type(flag).__name__} "
+                                 f"{flag!r}")
+        end = blocks_to_run(stop_at_layer, self.config.num_layers, hooks, state,
+                            last_logits_only, self._points, self.model_points.embed)
         ids = check_input_ids(input_ids, self.config.vocab_size, self.device)
-        runtime, cache = make_runtime(hooks, self._points, self.config.num_layers)
+        runtime, cache = make_runtime(hooks, self._points, self.config.num_layers,
+                                      honours=STATE_SPECS)
         if state is not None:
             state.check_for(self._state_owner, ids.shape[0])
         self._check_mask(attention_mask, ids, state)
-        call = RwkvCall(runtime, state.layers if state is not None else None)
+        refuse_interventions(runtime, [b.points.effective_attn for b in self.blocks])
+        call = RwkvCall(runtime, state.layers if state is not None else None,
+                        write_scales=write_scales(runtime, self.config.num_layers,
+                                                  ids.shape[1], ids.device))
+        call.chunked = chunk_allowed(ids.shape[1], enabled=self.chunked_wkv)
         h = runtime.fire(self.model_points.embed, self.embed(ids))  # [B,S,D]
         h = self.ln0(h)
-        for block in self.blocks:
+        for block in self.blocks[:end]:
             h = block(h, call)
+        if stop_at_layer is not None:
+            cache.set_output(h)  # the residual after block end-1 [B,S,D]
+            return cache
         cache.set_output(self._head(h, runtime, last_logits_only))
         if state is not None:
             state.commit(call.new, ids.shape[1])

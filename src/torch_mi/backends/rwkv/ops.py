@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..transformer.layers import linear as onednn_linear_layer
+
 
 def param(*shape: int) -> nn.Parameter:
     """An unfilled frozen parameter (the loader fills it)."""
@@ -13,9 +15,9 @@ def param(*shape: int) -> nn.Parameter:
 
 
 def linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:
-    layer = nn.Linear(n_in, n_out, bias=bias)
-    layer.requires_grad_(False)
-    return layer
+    """A frozen linear layer; CPU fp32 inference runs oneDNN's matmul (the transformer
+    backend's Linear: faster GEMV for one-token steps and GEMM for prompts, same weights)."""
+    return onednn_linear_layer(n_in, n_out, bias)
 
 
 def wide(x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,9 @@ Decisions (HOOKS.md):
 * V7: ``rwkv.hook_k`` is the key projection; the state is written with the modulated key
   ``k*(1+(a-1)*k_a)`` and read/erased along ``rwkv.hook_kk`` (the L2-normalised removal
   key). ``rwkv.hook_v`` is the value after the value-residual mix (layer 0: ``v_first``).
+* ``rwkv.hook_effective_attn`` [B,H,S,S] (effective_attn.py) is computed only when
+  captured, from the r, k and decays of the forward (after their interventions, with any
+  state knockout/steering folded in); it is read-only (an intervention there is refused).
 * ``mlp.hook_pre`` / ``mlp.hook_post`` are the channel-mix key pre-activation and its
   ``relu(.)^2`` neurons [B,S,I] (TL's MLP names).
 
@@ -70,6 +73,10 @@ RWKV_KK = _kind("RwkvKk", "hook_kk", "RWKV-7 L2-normalised removal key [B,S,H,d]
 RWKV_G = _kind("RwkvG", "hook_g", "output gate [B,S,H,d] (V6 silu(gate), V7 g_lora)")
 RWKV_STATE = _kind("RwkvState", "hook_state",
                    "WKV state after the call's last token [B,H,d(key),d(value)]")
+RWKV_EFFECTIVE_ATTN = _kind(
+    "RwkvEffectiveAttn", "hook_effective_attn",
+    "effective attention over keys [B,H,S(query),S(source)], computed only when captured "
+    "(ReLU + L1 rows; read-only)")
 
 
 def _resid(c: RwkvConfig) -> tuple:
@@ -86,6 +93,10 @@ def _heads(c: RwkvConfig) -> tuple:
 
 def _state(c: RwkvConfig) -> tuple:
     return ("batch", c.num_heads, c.head_dim, c.head_dim)
+
+
+def _square(c: RwkvConfig) -> tuple:
+    return ("batch", c.num_heads, "seq", "seq")
 
 
 def _neurons(c: RwkvConfig) -> tuple:
@@ -110,6 +121,7 @@ RWKV_POINTS = PointTable("rwkv", [
     PointRow("kk", RWKV_KK, _heads, when=_v7),
     PointRow("g", RWKV_G, _heads),
     PointRow("state", RWKV_STATE, _state),
+    PointRow("effective_attn", RWKV_EFFECTIVE_ATTN, _square),
     PointRow("attn_out", ATTN_OUT, _resid),
     PointRow("resid_mid", RESID_MID, _resid),
     PointRow("ln2_scale", LN2_SCALE, _scale),

@@ -6,6 +6,7 @@
     w = -exp(time_decay + tanh(x_w @ decay_w1) @ decay_w2)        [rwkv.hook_w] (fp32)
     decay = exp(w) in (0,1)                                       [rwkv.hook_decay]
     y = WKV-6(r, k, v, decay, u) -> final state                   [rwkv.hook_state]
+    effective attention from r, k, decay, u (if captured)     [rwkv.hook_effective_attn]
     out = output(GroupNorm_H(y) * g)        (eps = norm_eps * head_size_divisor**2)
 """
 
@@ -17,8 +18,10 @@ from torch import nn
 
 from ...hooks.runtime import HookRuntime
 from .config import RwkvConfig
+from .effective_attn import effective_attn_v6
 from .ops import group_norm, heads, linear, merge, param, token_shift, wide
 from .wkv import wkv6
+from .wkv_chunked import wkv6_chunked
 
 
 class TimeMix6(nn.Module):
@@ -50,9 +53,10 @@ class TimeMix6(nn.Module):
                 for c, mc in zip("wkvrg", (mw, mk, mv, mr, mg), strict=True)]
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None, state: torch.Tensor,
-                hooks: HookRuntime, p) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: ln1 output [B,S,D]; prev [B,D] or None; state [B,H,d,d] fp32 ->
-        (time-mix output [B,S,D], final state)."""
+                hooks: HookRuntime, p, write_scale: torch.Tensor | None = None, *,
+                chunked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: ln1 output [B,S,D]; prev [B,D] or None; state [B,H,d,d] fp32; write_scale
+        [S] (state knockout/steering) or None -> (time-mix output [B,S,D], final state)."""
         n = self.head_dim
         xw, xk, xv, xr, xg = self.mixed_inputs(x, prev)
         r = hooks.fire(p.r, heads(self.receptance(xr), n))
@@ -62,7 +66,12 @@ class TimeMix6(nn.Module):
         w = hooks.fire(p.w, heads(-torch.exp(wide(raw)), n))  # log-decay, fp32
         decay = hooks.fire(p.decay, torch.exp(w))
         g = hooks.fire(p.g, heads(F.silu(self.gate(xg)), n))
-        y, state = wkv6(r, k, v, decay, self.time_faaaa, state)
+        wkv = wkv6_chunked if chunked else wkv6  # chunked: block-parallel, same numbers
+        y, state = wkv(r, k, v, decay, self.time_faaaa, state, write_scale)
         state = hooks.fire(p.state, state)
+        if hooks.is_active(p.effective_attn):  # [B,H,S,S], only when asked for
+            hooks.fire(p.effective_attn, effective_attn_v6(
+                r, k, decay, self.time_faaaa, write_scale,
+                None if hooks.intervenes(p.decay) else w))
         y = group_norm(y, self.ln_x.weight, self.ln_x.bias, self.eps).to(x.dtype)
         return self.output(y * merge(g)), state

@@ -9,6 +9,7 @@
     a = sigmoid(a_lora(x_a));  g = g_lora_sigmoid(x_g)             [rwkv.hook_a|g]
     kk = L2normalise_per_head(k*k_k);  k' = k*(1 + (a-1)*k_a)      [rwkv.hook_kk]
     y = WKV-7(r, decay, k', v, kk, a) -> final state               [rwkv.hook_state]
+    effective attention from r, decay, k', kk, a (if captured) [rwkv.hook_effective_attn]
     out = o_proj((GroupNorm_H(y) + Σ_d(r*k'*r_k) v) * g)   (eps = head_dim * norm_eps)
 
 The decay is ``exp(-e^-0.5 * sigmoid(z))``; BlinkDL's kernel input ``-softplus(-z) - 0.5``
@@ -26,8 +27,10 @@ from torch import nn
 
 from ...hooks.runtime import HookRuntime
 from .config import RwkvConfig
+from .effective_attn import effective_attn_v7
 from .ops import LoRA, group_norm, heads, linear, merge, param, token_shift, wide
 from .wkv import wkv7
+from .wkv_chunked import wkv7_chunked
 
 DECAY_SCALE = math.exp(-0.5)  # 0.6065306597126334
 
@@ -71,9 +74,11 @@ class TimeMix7(nn.Module):
         return v
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None, state: torch.Tensor,
-                hooks: HookRuntime, p, ctx: V7Context) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: ln1 output [B,S,D]; prev [B,D] or None; state [B,H,d,d] fp32 ->
-        (time-mix output [B,S,D], final state)."""
+                hooks: HookRuntime, p, ctx: V7Context,
+                write_scale: torch.Tensor | None = None, *,
+                chunked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: ln1 output [B,S,D]; prev [B,D] or None; state [B,H,d,d] fp32; write_scale
+        [S] (state knockout/steering) or None -> (time-mix output [B,S,D], final state)."""
         n = self.head_dim
         dx = token_shift(x, prev)
         xr, xw, xk, xv, xa, xg = (x + dx * getattr(self, f"x_{c}") for c in "rwkvag")
@@ -87,8 +92,11 @@ class TimeMix7(nn.Module):
         g = hooks.fire(p.g, heads(self.g_lora(xg, torch.sigmoid), n))
         kk = hooks.fire(p.kk, F.normalize(k * heads(self.k_k, n), dim=-1))
         k_mod = k * (1 + (a - 1) * heads(self.k_a, n))
-        y, state = wkv7(r, decay, k_mod, v, kk, a, state)
+        wkv = wkv7_chunked if chunked else wkv7  # chunked: block-parallel, same numbers
+        y, state = wkv(r, decay, k_mod, v, kk, a, state, write_scale)
         state = hooks.fire(p.state, state)
+        if hooks.is_active(p.effective_attn):  # [B,H,S,S], only when asked for
+            hooks.fire(p.effective_attn, effective_attn_v7(r, decay, k_mod, kk, a, write_scale))
         y = group_norm(y, self.g_norm.weight, self.g_norm.bias, self.eps)  # [B,S,D] fp32
         bonus = (wide(r) * wide(k_mod) * wide(self.r_k)).sum(-1, keepdim=True) * wide(v)
         return self.o_proj(((y + merge(bonus)).to(x.dtype)) * merge(g)), state

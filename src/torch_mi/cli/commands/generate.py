@@ -11,7 +11,7 @@ from ..common import add_model_args, console, emit_json, err_console, load_model
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate a continuation (KV cache)")
+    p = sub.add_parser("generate", help="generate a continuation (KV cache / RWKV state)")
     p.add_argument("prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     p.add_argument("--ignore-eos", action="store_true")
     p.add_argument("--recompute", action="store_true",
-                   help="re-run the full sequence each step instead of using the KV cache")
+                   help="re-run the full sequence each step instead of using the KV cache or RWKV state")
     add_model_args(p)
     p.set_defaults(run=run)
 

@@ -34,7 +34,14 @@ def _plain(value):
 
 
 def _report(model) -> str | None:
-    """Compatibility report for HF folders (known families pass trivially)."""
+    """Compatibility report for HF folders (known families pass trivially). The auto-config
+    report is about GenericTransformer only: another backend (RWKV) got here through its
+    registry row with strict key accounting, so loading it was the check."""
+    from ...backends.transformer import GenericTransformer
+
+    if not isinstance(model.backend, GenericTransformer):
+        return (f"model is compatible with {type(model.backend).__name__} "
+                f"({model.config.model_type}): every tensor was accounted for at load")
     source = Path(str(model.source or ""))
     if not (source / "config.json").exists():
         return None

@@ -148,8 +148,15 @@ def print_tables(estimate, measured: dict | None, args, model) -> None:
     console.print(table)
     explicit = len(estimate.explicit_layers)
     where = "the head" if estimate.peak_at == "head" else estimate.peak_at
-    console.print(f"{explicit}/{len(estimate.layers)} layers take the explicit attention path; "
-                  f"the forward peaks in {where}.")
+    from ...backends.transformer import GenericTransformer
+
+    if isinstance(model.backend, GenericTransformer):
+        console.print(f"{explicit}/{len(estimate.layers)} layers take the explicit attention "
+                      f"path; the forward peaks in {where}.")
+    else:  # RWKV: fixed counts read off the forward code (backends/rwkv/memory_plan.py)
+        console.print(f"the forward peaks in {where} (a simple estimate for "
+                      f"{type(model.backend).__name__}: expect the right size, not the exact "
+                      f"figure).")
     if measured is not None and measured["estimate_error_pct"] is not None:
         console.print(f"estimate vs measured: {measured['estimate_error_pct']:+.1f}% "
                       f"({measured['peak_method']})")
