@@ -5,7 +5,8 @@ forward and >= 2x faster than TransformerLens run_with_cache; GGUF load <= 0.25x
 safetensors load <= 0.5x HF; peak RSS during load <= 1.3x fp32 weights; generation >= 1.0x;
 stop_at_layer=15 forward >= 1.8x faster than the full forward (issue 11); RWKV (issue 12,
 random D=768 checkpoints vs the ``rwkv`` package): 512-token prompt >= 2x faster, generation
->= 1.0x, capture-all <= 1.2x our no-hook forward.
+>= 1.0x, capture-all <= 1.2x our no-hook forward. SAE splice (issue 13: 16x-wide SAE at a
+middle layer, error term, 128 tokens) <= 1.3x the plain forward.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from .common import ROOT, machine, run_worker, setup_threads
 
 SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens",
-             "early_exit", "rwkv")
+             "early_exit", "rwkv", "sae_splice")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,7 +58,7 @@ def load_models(model_dir: str | None):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from . import early_exit, forward, generation, loading, rwkv, transformerlens
+    from . import early_exit, forward, generation, loading, rwkv, sae_splice, transformerlens
 
     setup_threads()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
         "loading": loading_scenario,
         "early_exit": lambda: early_exit.early_exit(ours, capture_len, args.quick),
         "rwkv": lambda: rwkv.rwkv_benchmarks(args.quick),
+        "sae_splice": lambda: sae_splice.sae_splice(ours, capture_len, args.quick),
     }
     for name, scenario in scenarios.items():
         if name not in chosen or (name == "loading" and args.model_dir):

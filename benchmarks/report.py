@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import rwkv
+from . import rwkv, sae_splice
 
 
 def _ms(entry: dict) -> str:
@@ -58,6 +58,8 @@ def target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
                      e["speedup"] >= 1.8 and e["same_residual"]))
     if "rwkv" in r:
         rows += rwkv.target_rows(r["rwkv"])
+    if "sae_splice" in r:
+        rows += sae_splice.target_rows(r["sae_splice"])
     return rows
 
 
@@ -146,6 +148,8 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
                   f"{g['same_tokens']}."]
     if "rwkv" in r:
         lines += rwkv.markdown(r["rwkv"])
+    if "sae_splice" in r:
+        lines += sae_splice.markdown(r["sae_splice"])
     lines += ["", "## What the profile showed, and what it led to", "",
               "Where the time goes now: [docs/profile.md](profile.md) (`python -m "
               "benchmarks.profile_forward --out docs/profile.md`). About 85% of a forward is "

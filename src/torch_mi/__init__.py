@@ -109,11 +109,18 @@ _ELSEWHERE: dict[str, str] = {
 }
 
 
+_SUBPACKAGES = frozenset({"dictionaries", "memory"})
+
+
 def __getattr__(name: str) -> Any:
     if name == "SUPPORTED_MODEL_TYPES":
         from .backends import supported_model_types
 
         return supported_model_types()
+    if name in _SUBPACKAGES:  # mi.dictionaries without importing torch_mi.dictionaries first
+        value = import_module(f".{name}", __name__)
+        globals()[name] = value
+        return value
     module = _ELSEWHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'torch_mi' has no attribute {name!r}")
@@ -123,4 +130,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_ELSEWHERE})
+    return sorted({*globals(), *_ELSEWHERE, *_SUBPACKAGES})

@@ -53,3 +53,15 @@ def test_bad_arguments_are_typed():
         acts.to_dense(2)
     with pytest.raises(InterventionError, match="1-D"):
         SparseActivations.from_dense(torch.zeros(2, 3))
+
+
+def test_mi_dictionaries_resolves_without_an_explicit_import():
+    """``import torch_mi as mi; mi.dictionaries.SparseAutoencoder`` works in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import torch_mi as mi, sys; assert 'torch_mi.dictionaries' not in sys.modules; "
+            "print(mi.dictionaries.SparseAutoencoder.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "SparseAutoencoder"

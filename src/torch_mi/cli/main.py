@@ -15,7 +15,7 @@ import traceback
 from ..errors import MIError
 
 COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
-            "download", "memory", "state-knockout")
+            "download", "memory", "state-knockout", "features", "feature-steer")
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 

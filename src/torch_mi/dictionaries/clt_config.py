@@ -223,8 +223,17 @@ def _set_schema(entries: list[str]) -> TranscoderSchema:
 def detect_layout(files: list[str], config: dict) -> Layout:
     """Schema and per-layer files of a folder listing plus its (possibly empty) config."""
     kind = config.get("model_kind")
-    if kind == "transcoder_set" or (kind is None and "transcoders" in config
-                                    and not any(_CLT_ENC.match(n) for n in files)):
+    if kind == "transcoder_set" and "transcoders" not in config:
+        # circuit-tracer's own cache (save_transcoders_to_cache) and Hub sets without a list:
+        # the per-layer files are the folder's layer_{l}.safetensors (resolve_transcoder_paths)
+        schema = TranscoderSchema.PLT_BUNDLE
+        if not any(_PLT.match(n) for n in files):
+            raise ConfigError("config.yaml with model_kind: transcoder_set needs a non-empty "
+                              "'transcoders:' list of per-layer files, or layer_{l}.safetensors "
+                              "files next to it (circuit-tracer's cache layout)")
+        layer_files = _listed_files(schema, files)
+    elif kind == "transcoder_set" or (kind is None and "transcoders" in config
+                                      and not any(_CLT_ENC.match(n) for n in files)):
         entries = _transcoder_list(config)
         schema = _set_schema(entries)
         layer_files = tuple(LayerFiles(e, e) for e in entries)

@@ -84,15 +84,20 @@ def hub_resolver(repo_id: str, revision: str | None) -> Resolver:
 
 
 def local_layout(path: Path) -> tuple[Layout, Resolver]:
-    """Layout of a folder (or of a ``config.yaml`` naming its transcoders)."""
+    """Layout of a folder (or of a ``config.yaml``: its list, else the files next to it)."""
     if path.is_file():
-        return detect_layout([], read_config_yaml(path)), local_resolver(path.parent)
+        config = read_config_yaml(path)
+        files = [] if "transcoders" in config else _listing(path.parent)
+        return detect_layout(files, config), local_resolver(path.parent)
     if not path.is_dir():
         raise WeightError(f"transcoder path {path} does not exist; give a folder of transcoder "
                           f"files or a circuit-tracer config.yaml")
-    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     config = read_config_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
-    return detect_layout(files, config), local_resolver(path)
+    return detect_layout(_listing(path), config), local_resolver(path)
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def hub_layout(repo_id: str, revision: str | None) -> tuple[Layout, Resolver]:
