@@ -4,14 +4,17 @@ The WKV output is linear in the values: ``y_t = Σ_{i<=t} α_raw[t,i] v_i`` (plu
 contribution of an incoming state, which is left out), with coefficients that depend only
 on r, k and the decays (inventory §5.9):
 
-* RWKV-6 (prefix sums of the log-decay, fp64; blocks of queries, earlier sources by one
-  matmul through the block start):
+* RWKV-6 (products of decays as exponentials of log-decay prefix sums):
   ``α_raw[t,i] = Σ_d r_t[d] k_i[d] Π_{j=i+1}^{t-1} decay_j[d]`` for ``i < t`` and the bonus
-  ``α_raw[t,t] = Σ_d r_t[d] k_t[d] u[d]``.
+  ``α_raw[t,t] = Σ_d r_t[d] k_t[d] u[d]``. Computed by chunks like ``wkv_chunked``
+  (exponents relative to a chunk start); when a chunk's log-decay span is too wide, by
+  exact fp64 prefix sums per block of queries.
 * RWKV-7 (backward linear functional through the diag + rank-1 transitions
   ``T_j = diag(decay_j) + b_j act_aᵀ_j`` with ``act_a = -kk``, ``b = kk ⊙ a``):
   ``l = r_t``, ``α_raw[t,t] = l·k_t``, then for ``j = t..1``: ``l ← l T_j``,
   ``α_raw[t,j-1] = l·k_{j-1}`` (k is the modulated key the state is written with).
+  Computed all at once as the WKV-7 of one-hot values, chunked as in ``wkv_chunked``:
+  the same linear functional, as matmuls within chunks and a growing d×(sources) scan.
 
 Both: future positions are 0, then each row is normalised **ReLU then L1**:
 ``α = relu(α_raw) / (Σ relu(α_raw) + 1e-10)`` (a row whose entries are all <= 0 is all
@@ -29,16 +32,18 @@ Computed only when the point is captured (or its gradient asked for); O(S²·d) 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import HookError
 from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime
 from .ops import wide
+from .wkv import wkv7
+from .wkv_chunked import _chunks, _Decays, _masks, _scaled, chunk_size
 
 EPS = 1e-10  # the L1 normaliser's epsilon (upstream's)
 LOG_FLOOR = -700.0  # a decay of exactly 0 becomes e^-700 (no -inf - -inf = NaN in the sums)
 QUERY_CHUNK = 32  # RWKV-6 queries per block: one matmul for earlier sources, direct inside
+V7_CHUNK = 64  # RWKV-7 positions per chunk: fewer d×d chunk transitions (its decays allow it)
 
 
 def refuse_interventions(hooks: HookRuntime, points: list[HookPoint]) -> None:
@@ -64,10 +69,25 @@ def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
     """r, k, decay [B,S,H,d], u [H,d], write_scale [S] or None -> α [B,H,S,S] fp32.
 
     ``log_decay`` (the forward's ``w``) is used for the prefix sums when given (more exact
-    than ``log(decay)``); pass None when the decay was changed by an intervention."""
-    rr, kk = (wide(t).transpose(1, 2) for t in (r, k))  # [B,H,S,d]
-    logw = torch.log(decay.double()) if log_decay is None else log_decay.double()
-    logw = logw.clamp(min=LOG_FLOOR).transpose(1, 2)  # [B,H,S,d]
+    than ``log(decay)``); pass None when the decay was changed by an intervention. Chunked
+    as the WKV-6 of one-hot values (``wkv_chunked``'s exponents relative to a chunk start)
+    when the decays allow it, else by exact fp64 prefix sums per query block."""
+    logw = torch.log(decay.double()) if log_decay is None else log_decay.double()  # [B,S,H,d]
+    rr, kk = wide(r), wide(k)
+    c = chunk_size(logw)
+    if c is not None:  # sources before the query; write_scale folded into k
+        raw = _v6_chunked_raw(rr, _scaled(kk, write_scale), logw, c)
+    else:
+        raw = _v6_exact_raw(rr.transpose(1, 2), kk.transpose(1, 2), logw.transpose(1, 2))
+        if write_scale is not None:
+            raw = raw * write_scale.to(raw.dtype)  # source columns (not the bonus diagonal)
+    diag = (rr * kk * wide(u)).sum(-1).transpose(1, 2)  # bonus [B,H,S]
+    return normalise(raw + torch.diag_embed(diag)).float()
+
+
+def _v6_exact_raw(rr: torch.Tensor, kk: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
+    """α_raw [B,H,S,S] below the diagonal from rr, kk [B,H,S,d] and fp64 log-decays."""
+    logw = logw.clamp(min=LOG_FLOOR)  # [B,H,S,d]
     inclusive = logw.cumsum(2)  # Σ_{j<=i} log w_j
     exclusive = inclusive - logw  # Σ_{j<t} log w_j
     s = rr.shape[2]
@@ -75,34 +95,94 @@ def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
     for q0 in range(0, s, QUERY_CHUNK):
         q1 = min(s, q0 + QUERY_CHUNK)
         rows.append(_v6_rows(rr, kk, inclusive, exclusive, q0, q1))
-    raw = torch.cat(rows, dim=2)  # [B,H,S,S], zero on and above the diagonal
-    if write_scale is not None:
-        raw = raw * write_scale.to(raw.dtype)  # source columns (the bonus diagonal is not)
-    diag = (rr * kk * wide(u)[None, :, None, :]).sum(-1)  # bonus [B,H,S]
-    raw = raw + torch.diag_embed(diag)
-    return normalise(raw).float()
+    return torch.cat(rows, dim=2)  # [B,H,S,S], zero on and above the diagonal
+
+
+def _v6_chunked_raw(r: torch.Tensor, k: torch.Tensor, log_decay: torch.Tensor,
+                    c: int) -> torch.Tensor:
+    """α_raw [B,H,S,S] strictly below the diagonal by chunks of ``c``; r, k [B,S,H,d]. In a
+    chunk ``(r⊙e^{A_ex})(k⊙e^{-A})ᵀ``; earlier chunks through a d×(sources so far) state
+    decayed by ``e^{A_C}`` per chunk, the chunk's write ``(k⊙e^{A_C-A})ᵀ`` appended."""
+    s = r.shape[1]
+    dec = _Decays(log_decay, c, r.dtype)
+    strict, _ = _masks(c, r.device)
+    rc, kc = _chunks(r, c, 0.0), _chunks(k, c, 0.0)  # [B,H,N,C,d]
+    q = rc * dec.excl
+    own = (q @ (kc * dec.inv).transpose(-1, -2)).masked_fill(~strict, 0.0)  # [B,H,N,C,C]
+    write = (kc * dec.tail).transpose(-1, -2)  # [B,H,N,d,C]
+    return _assemble(q, own, write, lambda i, past: dec.last[:, :, i, :, None] * past, s)
 
 
 def effective_attn_v7(r: torch.Tensor, decay: torch.Tensor, k: torch.Tensor,
                       kk: torch.Tensor, a: torch.Tensor,
                       write_scale: torch.Tensor | None = None) -> torch.Tensor:
     """r, decay, k (the modulated key), kk, a [B,S,H,d], write_scale [S] or None ->
-    α [B,H,S,S] fp32. One backward sweep over j carries every query's functional at once."""
-    r, decay, k, kk, a = (wide(t).transpose(1, 2) for t in (r, decay, k, kk, a))  # [B,H,S,d]
-    act_a, b_vec = -kk, kk * a
-    s = r.shape[2]
-    cols = []  # column j: α_raw[:, j] for every query [B,H,S]
-    lin = r[:, :, :0]  # the functionals l of queries j..S-1 [B,H,S-j,d]
-    for j in range(s - 1, -1, -1):
-        lin = torch.cat([r[:, :, j:j + 1], lin], dim=2)  # query j starts with l = r_j
-        cols.append(F.pad((lin * k[:, :, j, None, :]).sum(-1), (j, 0)))  # rows < j: 0
-        if j > 0:  # l ← l T_j = l ⊙ w_j + (l·b_j) act_a_j
-            dot = (lin * b_vec[:, :, j, None, :]).sum(-1, keepdim=True)
-            lin = lin * decay[:, :, j, None, :] + dot * act_a[:, :, j, None, :]
-    raw = torch.stack(cols[::-1], dim=-1)  # [B,H,S(query),S(source)]
-    if write_scale is not None:
-        raw = raw * write_scale.to(raw.dtype)  # the write of source i (diagonal included)
-    return normalise(raw).float()
+    α [B,H,S,S] fp32.
+
+    α_raw[t, i] is the weight of v_i in y_t: the WKV-7 output for one-hot values from a zero
+    state. Chunked as in ``wkv_chunked`` (same notation): a chunk's own block is
+    ``M_rk + M_rb (I - M_ba)⁻¹ M_ka`` and an earlier chunk's columns are read through
+    ``Q_n`` from a d×(sources so far) "state" that grows by one chunk per step (``G`` on
+    the old columns, the chunk's write ``H`` appended): O(S²·d) per head as matmuls. A
+    decay too close to 0 for the chunked exponents takes the recurrence (same functional).
+    ``write_scale`` scales the write of source i, i.e. column i (diagonal included)."""
+    r, decay, k, kk, a = (wide(t) for t in (r, decay, k, kk, a))  # [B,S,H,d]
+    b, s, h, d = r.shape
+    log_decay = decay.double().log()
+    c = chunk_size(log_decay, V7_CHUNK)
+    if c is None:  # the recurrence on one-hot values (value dimension S)
+        values = torch.eye(s, dtype=r.dtype, device=r.device)[None, :, None, :]
+        start = r.new_zeros(b, h, d, s)
+        raw, _ = wkv7(r, decay, k, values.expand(b, s, h, s), kk, a, start, write_scale)
+        return normalise(torch.tril(raw.transpose(1, 2))).float()
+    return normalise(_v7_chunked_raw(r, k, kk, a, log_decay, c, write_scale)).float()
+
+
+def _v7_chunked_raw(r: torch.Tensor, k: torch.Tensor, kk: torch.Tensor, a: torch.Tensor,
+                    log_decay: torch.Tensor, c: int,
+                    write_scale: torch.Tensor | None) -> torch.Tensor:
+    """α_raw [B,H,S,S] by chunks of ``c`` positions; inputs [B,S,H,d]. Entries above the
+    diagonal are exact zeros (never written; products of triangular factors)."""
+    s, d = r.shape[1], r.shape[3]
+    dt = r.dtype
+    dec = _Decays(log_decay, c, dt)
+    strict, incl = _masks(c, r.device)
+    rc, kc, kkc = (_chunks(t, c, 0.0) for t in (r, _scaled(k, write_scale), kk))
+    bc = kkc * _chunks(a, c, 0.0)  # b = kk*a  [B,H,N,C,d]
+    alpha = -kkc * dec.excl
+    k_hat, b_hat = kc * dec.inv, bc * dec.inv
+    m_ka = (alpha @ k_hat.transpose(-1, -2)).masked_fill(~strict, 0.0)  # [B,H,N,C,C]
+    m_ba = (alpha @ b_hat.transpose(-1, -2)).masked_fill(~strict, 0.0)
+    eye = torch.eye(c, dtype=dt, device=r.device)
+    wu = torch.linalg.solve_triangular(eye - m_ba, torch.cat([alpha, m_ka], dim=-1),
+                                       upper=False, unitriangular=True)
+    wy, u0 = wu.split([d, c], dim=-1)  # [B,H,N,C,d], [B,H,N,C,C]
+    r_in = rc * dec.incl
+    m_rb = (r_in @ b_hat.transpose(-1, -2)).masked_fill(~incl, 0.0)
+    q = r_in + m_rb @ wy  # reads the chunk-start state [B,H,N,C,d]
+    own = (r_in @ k_hat.transpose(-1, -2)).masked_fill(~incl, 0.0) + m_rb @ u0  # [..,C,C]
+    b_tail = (bc * dec.tail).transpose(-1, -2)  # [B,H,N,d,C]
+    g = torch.diag_embed(dec.last) + b_tail @ wy  # [B,H,N,d,d]
+    write = (kc * dec.tail).transpose(-1, -2) + b_tail @ u0  # [B,H,N,d,C]
+    return _assemble(q, own, write, lambda i, past: g[:, :, i] @ past, s)
+
+
+def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry,
+              s: int) -> torch.Tensor:
+    """α_raw [B,H,S,S] from per-chunk pieces [B,H,N,...]: ``own`` [C,C] blocks on the
+    diagonal, earlier chunks' columns ``q_i @ past`` where ``past`` [B,H,d,iC] holds the
+    sources before chunk i: ``past ← [carry(i, past) | write_i]`` (the chunk transition on
+    the old columns, the chunk's own write [d,C] appended)."""
+    b, h, n, c, d = q.shape
+    raw = q.new_zeros(b, h, n * c, n * c)
+    past = q.new_zeros(b, h, d, 0)
+    for i in range(n):
+        rows = slice(i * c, (i + 1) * c)
+        if i:
+            raw[:, :, rows, :i * c] = q[:, :, i] @ past
+        raw[:, :, rows, rows] = own[:, :, i]
+        past = torch.cat([carry(i, past), write[:, :, i]], dim=-1)  # [B,H,d,(i+1)C]
+    return raw[:, :, :s, :s]
 
 
 def _v6_rows(rr: torch.Tensor, kk: torch.Tensor, inclusive: torch.Tensor,

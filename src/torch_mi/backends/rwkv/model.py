@@ -26,7 +26,7 @@ from torch import nn
 from ...errors import InputError
 from ...hooks.cache import HookCache
 from ...hooks.points import HookPoint
-from ...hooks.runtime import HookRuntime, make_runtime
+from ...hooks.runtime import NO_HOOKS, HookRuntime, make_runtime
 from ...hooks.spec import HookSpec
 from ..allocation import allocate_uninitialised
 from ..inputs import check_attention_mask, check_input_ids, check_residual
@@ -173,10 +173,11 @@ class GenericRwkv(nn.Module):
         if state is not None:
             state.check_for(self._state_owner, ids.shape[0])
         self._check_mask(attention_mask, ids, state)
-        refuse_interventions(runtime, [b.points.effective_attn for b in self.blocks])
-        call = RwkvCall(runtime, state.layers if state is not None else None,
-                        write_scales=write_scales(runtime, self.config.num_layers,
-                                                  ids.shape[1], ids.device))
+        call = RwkvCall(runtime, state.layers if state is not None else None)
+        if runtime is not NO_HOOKS:  # the empty spec (every generation step) skips these
+            refuse_interventions(runtime, [b.points.effective_attn for b in self.blocks])
+            call.write_scales = write_scales(runtime, self.config.num_layers, ids.shape[1],
+                                             ids.device)
         call.chunked = chunk_allowed(ids.shape[1], enabled=self.chunked_wkv)
         h = runtime.fire(self.model_points.embed, self.embed(ids))  # [B,S,D]
         h = self.ln0(h)

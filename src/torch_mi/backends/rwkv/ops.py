@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..transformer.layers import linear as onednn_linear_layer
+from ..transformer.layers import onednn_linear, onednn_linear_available
 
 
 def param(*shape: int) -> nn.Parameter:
@@ -14,10 +14,36 @@ def param(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape), requires_grad=False)
 
 
+ONEDNN_MIN_WEIGHT = 1 << 21  # weight elements from which a one-row oneDNN call pays off
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose CPU fp32 inference runs on oneDNN's matmul (the transformer
+    backend's ``onednn_linear``: same weights, no copy), except one-row products with a
+    small weight.
+
+    oneDNN's GEMM gives each row the same bits whatever the row count (from two rows on),
+    so a sequence rounds the same in one call as continued from a state in several; and
+    it reads a large [out, in] weight for one row ~1.3x faster than F.linear (the
+    unembedding of a generation step). But it costs ~20 µs more per call, which one-row
+    products with small weights (LoRAs, 768x768 in a one-token step) never win back:
+    those keep F.linear (a one-row product is a GEMV with its own rounding either way)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if (x.dtype is torch.float32 and x.device.type == "cpu"
+                and (weight.numel() >= ONEDNN_MIN_WEIGHT or x.numel() > x.shape[-1])
+                and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+                and onednn_linear_available()):
+            return onednn_linear(x, weight, self.bias)
+        return F.linear(x, weight, self.bias)
+
+
 def linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:
-    """A frozen linear layer; CPU fp32 inference runs oneDNN's matmul (the transformer
-    backend's Linear: faster GEMV for one-token steps and GEMM for prompts, same weights)."""
-    return onednn_linear_layer(n_in, n_out, bias)
+    """A frozen linear layer (filled by the loader)."""
+    layer = Linear(n_in, n_out, bias=bias)
+    layer.requires_grad_(False)
+    return layer
 
 
 def wide(x: torch.Tensor) -> torch.Tensor:

@@ -48,9 +48,10 @@ class TimeMix6(nn.Module):
         dx = token_shift(x, prev)
         m = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1)  # [B,S,5*m]
         m = m.view(b * s, 5, -1).transpose(0, 1)  # [5,B*S,m]
-        mw, mk, mv, mr, mg = torch.bmm(m, self.time_maa_w2).view(5, b, s, d).unbind(0)
-        return [x + dx * (getattr(self, f"time_maa_{c}") + mc)
-                for c, mc in zip("wkvrg", (mw, mk, mv, mr, mg), strict=True)]
+        m = torch.bmm(m, self.time_maa_w2).view(5, b, s, d)  # w, k, v, r, g
+        maa = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v,
+                           self.time_maa_r, self.time_maa_g])  # [5,1,1,D]
+        return list((x + dx * (maa + m)).unbind(0))  # one pass for the five: [5,B,S,D]
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None, state: torch.Tensor,
                 hooks: HookRuntime, p, write_scale: torch.Tensor | None = None, *,

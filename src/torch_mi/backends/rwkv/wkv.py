@@ -8,8 +8,11 @@ State ``S`` [B,H,d,d] has rows = key dim and columns = value dim for both versio
 * RWKV-7 (generalised delta rule): ``S_t = diag(w_t) S_{t-1} + b_t (α_tᵀ S_{t-1}) +
   k_tᵀv_t`` with ``α = -kk`` and ``b = kk*a``, then ``y_t = r_t S_t`` (the UPDATED state).
 
-``w`` is the multiplicative decay in (0,1). A chunked (block-parallel) form is later work;
-these loops are the reference it must equal.
+``w`` is the multiplicative decay in (0,1). The chunked (block-parallel) form in
+``wkv_chunked`` must equal these loops. Each step is a few whole-state ops (a matmul for
+r·S, one fused ``addcmul`` for decay + write; RWKV-7's two rank-1 writes as one [d,2]x[2,d]
+matmul), which is what a one-token generation step costs. Value dimensions other than d
+work too (effective attention runs them on one-hot values).
 """
 
 from __future__ import annotations
@@ -26,15 +29,14 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
     (y [B,S,H,d] fp32, final state [B,H,d,d] fp32). ``write_scale`` [S] (state knockout /
     steering) scales the state write kᵀv of each position, not the bonus ``u``."""
     r, k, v, w = (wide(t) for t in (r, k, v, w))
-    u = wide(u)[None, :, :, None]  # [1,H,d,1]
-    scale = None if write_scale is None else write_scale.to(r.dtype).tolist()
+    bonus = (r * wide(u) * k).sum(-1, keepdim=True) * v  # r·(u⊙k) v [B,S,H,dv]
+    k = _scaled(k, write_scale)
     s = state
     out = []
-    for t in range(r.shape[1]):
-        kv = k[:, t, :, :, None] * v[:, t, :, None, :]  # [B,H,d,d]
-        out.append((r[:, t, :, :, None] * (u * kv + s)).sum(-2))  # [B,H,d]
-        s = (kv if scale is None else kv * scale[t]) + w[:, t, :, :, None] * s
-    return torch.stack(out, dim=1), s
+    for t in range(r.shape[1]):  # a matmul and one fused update per step
+        out.append(r[:, t, :, None, :] @ s)  # r S_{t-1} [B,H,1,dv]
+        s = torch.addcmul(k[:, t, :, :, None] * v[:, t, :, None, :], w[:, t, :, :, None], s)
+    return torch.cat(out, dim=2).transpose(1, 2) + bonus, s
 
 
 def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -44,14 +46,16 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (y [B,S,H,d] fp32, final state [B,H,d,d] fp32). ``write_scale`` [S] (state knockout /
     steering) scales the write kᵀv of each position; decay and rank-1 term still apply."""
     r, w, k, v, kk, a = (wide(t) for t in (r, w, k, v, kk, a))
-    b = kk * a
-    scale = None if write_scale is None else write_scale.to(r.dtype).tolist()
+    writes = torch.stack([-kk * a, _scaled(k, write_scale)], dim=-1)  # [B,S,H,d,2]
     s = state
     out = []
-    for t in range(r.shape[1]):
-        removed = (-kk[:, t, :, :, None] * s).sum(-2)  # αᵀS [B,H,d(value)]
-        kv = k[:, t, :, :, None] * v[:, t, :, None, :]  # [B,H,d,d]
-        s = (w[:, t, :, :, None] * s + b[:, t, :, :, None] * removed[:, :, None, :]
-             + (kv if scale is None else kv * scale[t]))
-        out.append((r[:, t, :, :, None] * s).sum(-2))
-    return torch.stack(out, dim=1), s
+    for t in range(r.shape[1]):  # both rank-1 writes (b ⊗ αᵀS, k ⊗ v) in one matmul
+        values = torch.cat([kk[:, t, :, None, :] @ s, v[:, t, :, None, :]], dim=2)  # [B,H,2,dv]
+        s = torch.addcmul(writes[:, t] @ values, w[:, t, :, :, None], s)
+        out.append(r[:, t, :, None, :] @ s)  # r S_t [B,H,1,dv]
+    return torch.cat(out, dim=2).transpose(1, 2), s
+
+
+def _scaled(k: torch.Tensor, write_scale: torch.Tensor | None) -> torch.Tensor:
+    """k [B,S,H,d] with each position's state write kᵀv scaled (knockout / steering)."""
+    return k if write_scale is None else k * write_scale.to(k)[None, :, None, None]
