@@ -29,11 +29,11 @@ from ...hooks.points import HookPoint
 from ...hooks.runtime import NO_HOOKS, HookRuntime, make_runtime
 from ...hooks.spec import HookSpec
 from ..allocation import allocate_uninitialised
+from ..early_exit import blocks_to_run
 from ..inputs import check_attention_mask, check_input_ids, check_residual
 from ..transformer.norms import LayerNorm
 from .channel_mix import ChannelMix
 from .config import RwkvConfig, RwkvVersion
-from .early_exit import blocks_to_run
 from .effective_attn import refuse_interventions
 from .ops import linear
 from .points import RWKV_POINTS
@@ -155,8 +155,9 @@ class GenericRwkv(nn.Module):
         those) and the state is advanced; if the call raises, the state is unchanged.
 
         ``stop_at_layer=L`` runs blocks 0..L-1 and ``output()`` is the residual [B,S,D]
-        (early_exit.py: the transformer backend's rules). ``allow_long_context`` is accepted
-        and has no effect: RWKV has no context limit (no positions, a fixed-size state)."""
+        (backends/early_exit.py: the same rules as the transformer backend).
+        ``allow_long_context`` is accepted and has no effect: RWKV has no context limit (no
+        positions, a fixed-size state)."""
         if state is not None and not isinstance(state, RwkvState):
             raise InputError(f"state must be an RwkvState from model.make_state(), got "
                              f"{type(state).__name__}")

@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import HookError, InputError
+from ...errors import InputError
 from ...hooks.cache import HookCache
 from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime, make_runtime
 from ...hooks.spec import HookSpec
 from ..allocation import allocate_uninitialised
+from ..early_exit import blocks_to_run
 from ..inputs import check_attention_mask, check_input_ids, check_residual
 from .block import Block, ForwardContext
 from .config.types import TransformerConfig
@@ -166,31 +167,8 @@ class GenericTransformer(nn.Module):
     def check_stop(self, stop_at_layer: Any, hooks: HookSpec | None, state: Any,
                    last_logits_only: bool) -> int:
         """The number of blocks to run; typed errors for what an early exit cannot do."""
-        n = self.config.num_layers
-        if stop_at_layer is None:
-            return n
-        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) \
-                or not -n <= stop_at_layer <= n:
-            raise InputError(f"stop_at_layer must be an int in {-n}..{n} (blocks 0..L-1 run; "
-                             f"negative counts from the end), got {stop_at_layer!r}")
-        if state is not None:
-            raise InputError("stop_at_layer cannot be combined with state: a partial pass "
-                             "would leave the KV cache without the later layers; run the full "
-                             "forward to advance a state")
-        if last_logits_only:
-            raise InputError("stop_at_layer returns the residual stream, not logits; drop "
-                             "last_logits_only")
-        end = n + stop_at_layer if stop_at_layer < 0 else stop_at_layer
-        if hooks is not None and isinstance(hooks, HookSpec):
-            embed = self.model_points.embed
-            late = sorted({str(p) for p in hooks.points() if p in self._points and (
-                (p.layer is None and p != embed) or (p.layer is not None and p.layer >= end))})
-            if late:
-                ran = f"blocks 0..{end - 1}" if end else "the embedding"
-                raise HookError(f"stop_at_layer={stop_at_layer} runs {ran} only; "
-                                f"these hook points would never fire: {', '.join(late)}. Drop "
-                                f"them or raise stop_at_layer")
-        return end
+        return blocks_to_run(stop_at_layer, self.config.num_layers, hooks, state,
+                             last_logits_only, self._points, self.model_points.embed)
 
     # ---- the block loop (BlockLoop protocol; looped passes drive it) --------------------
     def begin(self, input_ids: Any, hooks: HookSpec | None, *,

@@ -1,27 +1,26 @@
-"""``stop_at_layer`` for the RWKV backend: TransformerLens's early exit, same rules as the
-transformer backend (exclusive, negative counts from the end, typed errors).
+"""``stop_at_layer``: TransformerLens's early exit, one set of rules for every backend.
 
-RWKV's layer loop is as simple as a transformer's, so an early exit is supported rather
-than refused: blocks 0..L-1 run and ``cache.output()`` is the residual [B,S,D] after block
-L-1 (no ``ln_out``, no head). A ``state`` is refused (the later layers' state would not
-advance, leaving a state that no longer matches the tokens it has seen), as is
-``last_logits_only`` (there are no logits), and hook points that would never fire raise
-HookError before any work.
+Exclusive (blocks 0..L-1 run; ``cache.output()`` is the residual after block L-1, no final
+norm, no unembedding), negative values count from the end. A ``state`` is refused (the
+later layers would not advance it: a KV cache without their keys, an RWKV state behind the
+tokens it has seen), as is ``last_logits_only`` (there are no logits), and hook points that
+would never fire raise HookError before any work.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ...errors import HookError, InputError
-from ...hooks.points import HookPoint
-from ...hooks.spec import HookSpec
+from ..errors import HookError, InputError
+from ..hooks.points import HookPoint
+from ..hooks.spec import HookSpec
 
 
 def blocks_to_run(stop_at_layer: Any, n_layers: int, hooks: HookSpec | None, state: Any,
                   last_logits_only: bool, points: dict[HookPoint, tuple],
                   embed: HookPoint) -> int:
-    """How many blocks run (``n_layers`` when ``stop_at_layer`` is None)."""
+    """How many blocks run (``n_layers`` when ``stop_at_layer`` is None). ``points``: the
+    backend's hook points; ``embed``: the one point that fires before block 0."""
     n = n_layers
     if stop_at_layer is None:
         return n
@@ -31,8 +30,8 @@ def blocks_to_run(stop_at_layer: Any, n_layers: int, hooks: HookSpec | None, sta
                          f"negative counts from the end), got {stop_at_layer!r}")
     if state is not None:
         raise InputError("stop_at_layer cannot be combined with state: a partial pass would "
-                         "leave the recurrent state of the later layers behind; run the full "
-                         "forward to advance a state")
+                         "leave the later layers' state behind; run the full forward to "
+                         "advance a state")
     if last_logits_only:
         raise InputError("stop_at_layer returns the residual stream, not logits; drop "
                          "last_logits_only")
