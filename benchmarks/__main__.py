@@ -6,7 +6,8 @@ safetensors load <= 0.5x HF; peak RSS during load <= 1.3x fp32 weights; generati
 stop_at_layer=15 forward >= 1.8x faster than the full forward (issue 11); RWKV (issue 12,
 random D=768 checkpoints vs the ``rwkv`` package): 512-token prompt >= 2x faster, generation
 >= 1.0x, capture-all <= 1.2x our no-hook forward. SAE splice (issue 13: 16x-wide SAE at a
-middle layer, error term, 128 tokens) <= 1.3x the plain forward.
+middle layer, error term, 128 tokens) <= 1.3x the plain forward. CLT load (issue 13, context
+only): lazy encode of all layers vs circuit-tracer's loader, time and peak RSS side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from .common import ROOT, machine, run_worker, setup_threads
 
 SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens",
-             "early_exit", "rwkv", "sae_splice")
+             "early_exit", "rwkv", "sae_splice", "clt_load")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,12 +59,12 @@ def load_models(model_dir: str | None):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from . import early_exit, forward, generation, loading, rwkv, sae_splice, transformerlens
+    from . import clt_load, early_exit, forward, generation, loading, rwkv, sae_splice, transformerlens
 
     setup_threads()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    # the rwkv scenario builds its own models in worker processes
-    needs_smollm = any(name != "rwkv" for name in chosen)
+    # the rwkv and clt_load scenarios build their own files in worker processes
+    needs_smollm = any(name not in ("rwkv", "clt_load") for name in chosen)
     ours, hf, hf_dir = load_models(args.model_dir) if needs_smollm else (None, None, None)
     seq_lens = (8, 32) if args.quick else forward.SEQ_LENS
     capture_len = 32 if args.quick else 128
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
         "early_exit": lambda: early_exit.early_exit(ours, capture_len, args.quick),
         "rwkv": lambda: rwkv.rwkv_benchmarks(args.quick),
         "sae_splice": lambda: sae_splice.sae_splice(ours, capture_len, args.quick),
+        "clt_load": lambda: clt_load.clt_load(args.quick),
     }
     for name, scenario in scenarios.items():
         if name not in chosen or (name == "loading" and args.model_dir):

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import rwkv, sae_splice
+from . import clt_load, rwkv, sae_splice
 
 
 def _ms(entry: dict) -> str:
@@ -60,6 +60,8 @@ def target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
         rows += rwkv.target_rows(r["rwkv"])
     if "sae_splice" in r:
         rows += sae_splice.target_rows(r["sae_splice"])
+    if "clt_load" in r:
+        rows += clt_load.target_rows(r["clt_load"])
     return rows
 
 
@@ -150,6 +152,8 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
         lines += rwkv.markdown(r["rwkv"])
     if "sae_splice" in r:
         lines += sae_splice.markdown(r["sae_splice"])
+    if "clt_load" in r:
+        lines += clt_load.markdown(r["clt_load"])
     lines += ["", "## What the profile showed, and what it led to", "",
               "Where the time goes now: [docs/profile.md](profile.md) (`python -m "
               "benchmarks.profile_forward --out docs/profile.md`). About 85% of a forward is "

@@ -1,8 +1,8 @@
 """Random RWKV-6 (x060) and RWKV-7 (x070) checkpoints in BlinkDL format for the RWKV
 benchmark: the layout the ``rwkv`` package loads and torch-mi's ``.pth`` loader reads.
 
-Benchmarks do not import tests, so this is a small builder of its own (the test helper
-tests/helpers/rwkv.py builds tiny ones with the same names). Values are random but in the
+Benchmarks do not import tests, so the builder lives here and the test helper
+tests/helpers/rwkv.py builds its tiny models with it. Values are random but in the
 ranges trained models use (decays in (0,1) away from 0 and 1, unit-variance projections),
 so both libraries run the same arithmetic a real checkpoint would cost.
 """

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from benchmarks.rwkv_models import RwkvShape, build_v6, build_v7
+
 
 @dataclass(frozen=True)
 class TinyRwkvShape:
@@ -47,94 +49,24 @@ TINY_V6 = TinyRwkvShape()
 TINY_V7 = TinyRwkvShape(hidden=256, head_size=64)
 
 
-class _Draw:
-    """Seeded random draws, so every tiny model is the same on every machine."""
-
-    def __init__(self, seed: int) -> None:
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def normal(self, *shape: int, std: float = 0.1, mean: float = 0.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.gen) * std + mean
-
-    def uniform(self, *shape: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.gen) * (high - low) + low
-
-
-def _common(d: _Draw, s: TinyRwkvShape) -> dict[str, torch.Tensor]:
-    C = s.hidden
-    sd = {"emb.weight": d.normal(s.vocab, C, std=1.0),
-          "blocks.0.ln0.weight": d.normal(C, mean=1.0), "blocks.0.ln0.bias": d.normal(C),
-          "ln_out.weight": d.normal(C, mean=1.0), "ln_out.bias": d.normal(C),
-          "head.weight": d.normal(s.vocab, C, std=0.2)}
-    for i in range(s.layers):
-        for norm in ("ln1", "ln2"):
-            sd[f"blocks.{i}.{norm}.weight"] = d.normal(C, mean=1.0)
-            sd[f"blocks.{i}.{norm}.bias"] = d.normal(C)
-    return sd
-
-
-def _linear(d: _Draw, rows: int, cols: int) -> torch.Tensor:
-    """An nn.Linear weight [out, in] with unit-variance outputs."""
-    return d.normal(rows, cols, std=cols ** -0.5)
+def _shape(s: TinyRwkvShape, version: str) -> RwkvShape:
+    """The benchmark builder's shape for a tiny one (v7's decay LoRA rank is ``w_lora``)."""
+    return RwkvShape(vocab=s.vocab, hidden=s.hidden, layers=s.layers, head_size=s.head_size,
+                     mix_lora=s.mix_lora,
+                     decay_lora=s.decay_lora if version == "v6" else s.w_lora,
+                     a_lora=s.a_lora, v_lora=s.v_lora, g_lora=s.g_lora)
 
 
 def make_v6(seed: int = 0, shape: TinyRwkvShape = TINY_V6) -> dict[str, torch.Tensor]:
-    """A BlinkDL x060 state dict (RWKV-6 Finch)."""
-    d, s, C = _Draw(seed), shape, shape.hidden
-    F = int(3.5 * C)
-    sd = _common(d, s)
-    for i in range(s.layers):
-        a = f"blocks.{i}.att."
-        for n in "xwkvrg":
-            sd[a + f"time_maa_{n}"] = d.uniform(1, 1, C)
-        sd[a + "time_maa_w1"] = d.normal(C, 5 * s.mix_lora, std=0.2)
-        sd[a + "time_maa_w2"] = d.normal(5, s.mix_lora, C, std=0.2)
-        sd[a + "time_decay"] = d.normal(1, 1, C, std=0.5, mean=-1.0)
-        sd[a + "time_decay_w1"] = d.normal(C, s.decay_lora, std=0.1)
-        sd[a + "time_decay_w2"] = d.normal(s.decay_lora, C, std=0.1)
-        sd[a + "time_faaaa"] = d.normal(s.heads, s.head_size, std=0.3)
-        for n in ("receptance", "key", "value", "output", "gate"):
-            sd[a + n + ".weight"] = _linear(d, C, C)
-        sd[a + "ln_x.weight"] = d.normal(C, mean=1.0)
-        sd[a + "ln_x.bias"] = d.normal(C)
-        f = f"blocks.{i}.ffn."
-        sd[f + "time_maa_k"] = d.uniform(1, 1, C)
-        sd[f + "time_maa_r"] = d.uniform(1, 1, C)
-        sd[f + "key.weight"] = _linear(d, F, C)
-        sd[f + "receptance.weight"] = _linear(d, C, C)
-        sd[f + "value.weight"] = _linear(d, C, F)
-    return sd
+    """A BlinkDL x060 state dict (RWKV-6 Finch), from the benchmark's builder (one builder
+    serves both: every parameter perturbed, seeded)."""
+    return build_v6(_shape(shape, "v6"), seed)
 
 
 def make_v7(seed: int = 0, shape: TinyRwkvShape = TINY_V7) -> dict[str, torch.Tensor]:
     """A BlinkDL x070 state dict (RWKV-7 Goose). Layer 0 carries v0/v1/v2 as real
     checkpoints do; the value residual ignores them there."""
-    d, s, C = _Draw(seed), shape, shape.hidden
-    sd = _common(d, s)
-    for i in range(s.layers):
-        a = f"blocks.{i}.att."
-        for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"):
-            sd[a + n] = d.uniform(1, 1, C)
-        for name, rank, mean in (("w", s.w_lora, -0.5), ("a", s.a_lora, 0.0),
-                                 ("v", s.v_lora, 0.5)):
-            sd[a + f"{name}0"] = d.normal(1, 1, C, std=0.5, mean=mean)
-            sd[a + f"{name}1"] = d.normal(C, rank, std=0.2)
-            sd[a + f"{name}2"] = d.normal(rank, C, std=0.2)
-        sd[a + "g1"] = d.normal(C, s.g_lora, std=0.2)
-        sd[a + "g2"] = d.normal(s.g_lora, C, std=0.2)
-        sd[a + "k_k"] = d.normal(1, 1, C, std=0.1, mean=0.85)
-        sd[a + "k_a"] = d.normal(1, 1, C, std=0.2, mean=1.0)
-        sd[a + "r_k"] = d.normal(s.heads, s.head_size, std=0.3)
-        for n in ("receptance", "key", "value", "output"):
-            sd[a + n + ".weight"] = _linear(d, C, C)
-        sd[a + "ln_x.weight"] = d.normal(C, mean=1.0)
-        sd[a + "ln_x.bias"] = d.normal(C)
-        f = f"blocks.{i}.ffn."
-        sd[f + "x_k"] = d.uniform(1, 1, C)
-        sd[f + "key.weight"] = _linear(d, 4 * C, C)
-        sd[f + "value.weight"] = _linear(d, C, 4 * C)
-    return sd
-
+    return build_v7(_shape(shape, "v7"), seed)
 
 def write_pth(sd: dict[str, torch.Tensor], path: Path) -> Path:
     """Save ``sd`` as BlinkDL does (a plain ``torch.save`` of a flat dict)."""
