@@ -103,7 +103,6 @@ FORWARD_POINTS = [
     ("empty_layer", "blocks..hook_resid_pre", r"layer number '' is not canonical"),
     ("layer_out_of_range", "blocks.2.hook_resid_pre", r"layer 2 is out of range; this model has 2 layers"),
     ("typo", "blocks.1.hook_resid_pots", r"Did you mean 'blocks\.1\.hook_resid_post'"),
-    ("rwkv_state", "blocks.0.rwkv.hook_state", r"unknown hook point 'blocks\.0\.rwkv\.hook_state'"),
     ("nul_character", "hook_embed\x00", r"unknown hook point 'hook_embed\\x00'"),
 ]
 
@@ -115,6 +114,16 @@ def test_non_canonical_hook_strings_are_refused_by_forward(loaded, text, match):
     assert point.is_custom or point.layer == 2  # never read as another layer
     with raises_exactly(mi.HookError, match=match):
         loaded["llama"].forward(IDS, mi.HookSpec().capture(text))
+
+
+def test_another_backends_point_is_refused_by_a_transformer(loaded):
+    """``blocks.0.rwkv.hook_state`` is a real point (of the RWKV backend, declared when
+    torch_mi is imported): a transformer refuses it by name, before any work."""
+    point = HP.parse("blocks.0.rwkv.hook_state")
+    assert not point.is_custom and point.layer == 0 and point.variant == "RwkvState"
+    with raises_exactly(mi.HookError, match=r"this model has no 'blocks\.0\.rwkv\.hook_state' "
+                                            r"\(RwkvState is not computed by this backend\)"):
+        loaded["llama"].forward(IDS, mi.HookSpec().capture("blocks.0.rwkv.hook_state"))
 
 
 def test_negative_layer_constructor_is_out_of_range(loaded):

@@ -207,9 +207,12 @@ class SparseAutoencoder:
         """Seed name for ``encode(x, strategy)``."""
         return self.encode(x, strategy)
 
-    def _encode(self, sae_in: torch.Tensor, strategy: TopKStrategy) -> torch.Tensor:
+    def _encode(self, sae_in: torch.Tensor, strategy: TopKStrategy,
+                pre: torch.Tensor | None = None) -> torch.Tensor:
+        """Activations from ``sae_in``; ``pre`` (if given) replaces ``_pre(sae_in)`` (a
+        splice whose ``hook_sae_acts_pre`` was intervened on)."""
         arch, t = self.config.architecture, self._t
-        pre = self._pre(sae_in)
+        pre = self._pre(sae_in) if pre is None else pre
         if arch is SaeArchitecture.RELU:
             return torch.relu(pre)
         if arch is SaeArchitecture.JUMPRELU:

@@ -7,8 +7,12 @@ so that without edits the forward is exact and with edits only the edited featur
 decoder contributions change (SAELens computes its error term the same way, from the
 clean reconstruction).
 
-Internals are stored in the forward's cache under ``f"{hook}.{name}"`` for the names in
-:data:`SPLICE_NAMES` that ``capture`` asks for (read them with ``cache[name]``):
+Internals are hook points of their own, ``f"{hook}.{name}"`` for the names in
+:data:`SPLICE_NAMES` (``Intervention.provided_points``): a HookSpec holding the splice may
+capture them or intervene on them like any point (an intervention at ``hook_sae_acts_post``
+changes what is decoded, one at ``hook_sae_input`` what is encoded, ...; the error term
+stays the clean one, as in SAELens). The ``capture`` option stores the same names too
+(after any such intervention):
 
 - ``hook_sae_input`` [B,S,d_in] the activation read (fp32; ``hook_z`` flattened as in SAELens),
 - ``hook_sae_acts_pre`` / ``hook_sae_acts_post`` [B,S,F] pre-activations and features
@@ -33,10 +37,11 @@ import torch
 from torch_mi.dictionaries.clt import CrossLayerTranscoder
 from torch_mi.dictionaries.feature_edits import FeatureEdit, apply_edits, sae_indices
 from torch_mi.dictionaries.sae import SparseAutoencoder
+from torch_mi.dictionaries.sae_config import TopKStrategy
 from torch_mi.errors import InterventionError
 from torch_mi.hooks.call import ForwardCall
 from torch_mi.hooks.interventions import Intervention
-from torch_mi.hooks.points import HookPoint
+from torch_mi.hooks.points import HookPoint, as_point
 from torch_mi.hooks.spec import HookSpec
 
 SPLICE_NAMES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post",
@@ -73,6 +78,15 @@ def store(call: ForwardCall, wanted: frozenset[str], point: HookPoint, name: str
         call.cache.store(splice_point(point, name), tensor if call.keep_grad else tensor.detach())
 
 
+def fire_internal(call: ForwardCall, wanted: frozenset[str], point: HookPoint, name: str,
+                  tensor: torch.Tensor) -> torch.Tensor:
+    """Fire the internal ``name`` of the splice at ``point`` (the spec's captures and
+    interventions there), store it if ``capture=`` asks, and return what to go on with."""
+    tensor = call.fire(as_point(splice_point(point, name)), tensor)
+    store(call, wanted, point, name, tensor)
+    return tensor
+
+
 @dataclass(frozen=True, eq=False)
 class SaeSplice(Intervention):
     """Replace the activation by the SAE's reconstruction (see the module docstring)."""
@@ -107,25 +121,46 @@ class SaeSplice(Intervention):
             out = out + (flat @ skip.T).reshape(out.shape)
         return out
 
+    def provided_points(self, point: HookPoint) -> tuple[HookPoint, ...]:
+        """The internals, ``f"{point}.{name}"`` for each of :data:`SPLICE_NAMES`."""
+        return tuple(as_point(splice_point(point, name)) for name in SPLICE_NAMES)
+
+    def _at(self, call: ForwardCall, point: HookPoint, name: str,
+            value: torch.Tensor) -> torch.Tensor:
+        return fire_internal(call, self.capture, point, name, value)
+
+    def _wants(self, call: ForwardCall, point: HookPoint, name: str) -> bool:
+        return name in self.capture or call.is_active(as_point(splice_point(point, name)))
+
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
-        sae, wanted = self.sae, self.capture
-        acts = sae.encode(tensor)                                # [B,S,F] fp32
-        if "hook_sae_input" in wanted:
-            flat = tensor.to(sae.device, torch.float32)
-            store(call, wanted, point, "hook_sae_input", flat.reshape(*acts.shape[:-1], sae.d_in))
-        if "hook_sae_acts_pre" in wanted:
-            store(call, wanted, point, "hook_sae_acts_pre", sae.encode_pre_activation(tensor))
+        sae, x, upstream = self.sae, tensor, False
+        if self._wants(call, point, "hook_sae_input"):
+            flat = sae._flatten(tensor)                          # [B,S,d_in] fp32
+            fired = self._at(call, point, "hook_sae_input", flat)
+            if fired is not flat:                                # the SAE reads the edited input
+                x, upstream = fired.reshape(tensor.shape), True
+        sae_in = sae._sae_in(x)[0]
+        pre = sae._pre(sae_in)                                   # [B,S,F] fp32
+        if self._wants(call, point, "hook_sae_acts_pre"):
+            fired = self._at(call, point, "hook_sae_acts_pre", pre)
+            pre, upstream = fired, upstream or fired is not pre
+        acts = sae._encode(sae_in, TopKStrategy.AUTO, pre)       # [B,S,F] fp32
         edited = apply_edits(acts, self.edits, self._indices) if self.edits else acts
-        store(call, wanted, point, "hook_sae_acts_post", edited)
-        recons = self._recons(edited, tensor)                    # x's shape, fp32
-        store(call, wanted, point, "hook_sae_recons", recons.reshape(*acts.shape[:-1], sae.d_in))
+        decoded = self._at(call, point, "hook_sae_acts_post", edited)
+        recons = self._recons(decoded, x)                        # x's shape, fp32
+        flat = recons.reshape(*acts.shape[:-1], sae.d_in)
+        fired = self._at(call, point, "hook_sae_recons", flat)
+        changed = upstream or decoded is not acts or fired is not flat
+        recons = fired.reshape(recons.shape) if fired is not flat else recons
         output = recons
         if self.use_error_term:
-            clean = recons if edited is acts else self._recons(acts, tensor)
-            error = tensor.to(sae.device, torch.float32) - clean
-            store(call, wanted, point, "hook_sae_error", error)
+            # The clean reconstruction: the input's own features, no edits, no interventions.
+            clean = (recons if not changed else
+                     self._recons(acts if not upstream else sae.encode(tensor), tensor))
+            error = self._at(call, point, "hook_sae_error",
+                             tensor.to(sae.device, torch.float32) - clean)
             output = recons + error
-        store(call, wanted, point, "hook_sae_output", output)
+        output = self._at(call, point, "hook_sae_output", output)
         return output.to(device=tensor.device, dtype=tensor.dtype)
 
     def __repr__(self) -> str:
@@ -167,4 +202,4 @@ def splice(spec: HookSpec, dictionary: SparseAutoencoder | CrossLayerTranscoder,
                             f"{type(dictionary).__name__}")
 
 
-__all__ = ["SPLICE_NAMES", "SaeSplice", "capture_names", "splice", "splice_point"]
+__all__ = ["SPLICE_NAMES", "SaeSplice", "capture_names", "fire_internal", "splice", "splice_point"]

@@ -10,9 +10,10 @@ writes within a layer (``hook_resid_mid`` comes before ``hook_mlp_out``).
 Decoder slices, biases and skip matrices of the spliced layers are read once per splice
 and kept on the activation's device (a CLT of L layers keeps L(L+1)/2 slices): build one
 splice and reuse the HookSpec across forwards. Encoders follow the transcoder's
-one-resident-encoder policy, so each forward streams the spliced layers' encoders. Captures are as for SAEs
-(:mod:`torch_mi.dictionaries.splice`): input / acts at the read point, recons / error /
-output at the write point.
+one-resident-encoder policy, so each forward streams the spliced layers' encoders. Internals are as for SAEs
+(:mod:`torch_mi.dictionaries.splice`), hook points a spec may capture or intervene on:
+input / acts at the read point, recons / error / output at the write point (an intervention
+at a read point's ``hook_sae_acts_post`` changes what every spliced layer decodes from it).
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ import torch
 
 from torch_mi.dictionaries.clt import CrossLayerTranscoder
 from torch_mi.dictionaries.feature_edits import FeatureEdit, apply_edits, clt_indices
-from torch_mi.dictionaries.splice import store
+from torch_mi.dictionaries.splice import fire_internal, splice_point
 from torch_mi.errors import ConfigError, InterventionError
 from torch_mi.hooks.call import ForwardCall
 from torch_mi.hooks.interventions import Intervention
-from torch_mi.hooks.points import HookPoint
+from torch_mi.hooks.points import HookPoint, as_point
 from torch_mi.hooks.spec import HookSpec
+
+READ_NAMES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post")
+WRITE_NAMES = ("hook_sae_recons", "hook_sae_error", "hook_sae_output")
 
 
 class _TranscoderState:
@@ -82,15 +86,22 @@ class TranscoderRead(Intervention):
     state: _TranscoderState
     layer: int
 
+    def provided_points(self, point: HookPoint) -> tuple[HookPoint, ...]:
+        return tuple(as_point(splice_point(point, n)) for n in READ_NAMES)
+
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         st, wanted = self.state, self.state.capture
-        pre = st.clt.encode_pre_activation(tensor, self.layer)      # [B,S,F] fp32
+        x0 = tensor.to(torch.float32)                               # tensor itself if fp32
+        x = fire_internal(call, wanted, point, "hook_sae_input", x0)
+        pre0 = st.clt.encode_pre_activation(x, self.layer)          # [B,S,F] fp32
+        pre = fire_internal(call, wanted, point, "hook_sae_acts_pre", pre0)
         acts = st.clt.activate(pre, self.layer)
-        store(call, wanted, point, "hook_sae_input", tensor.to(torch.float32))
-        store(call, wanted, point, "hook_sae_acts_pre", pre)
         edited = apply_edits(acts, st.edits, st.indices[self.layer]) if st.edits else acts
-        store(call, wanted, point, "hook_sae_acts_post", edited)
-        call.scratch[(st, self.layer)] = (acts, edited, tensor)
+        edited = fire_internal(call, wanted, point, "hook_sae_acts_post", edited)
+        if x is not x0 or pre is not pre0:
+            # The clean features for the error term: the layer's own input, unhooked.
+            acts = st.clt.activate(st.clt.encode_pre_activation(tensor, self.layer), self.layer)
+        call.scratch[(st, self.layer)] = (acts, edited, x, tensor)
         return tensor
 
 
@@ -100,6 +111,9 @@ class TranscoderWrite(Intervention):
 
     state: _TranscoderState
     layer: int
+
+    def provided_points(self, point: HookPoint) -> tuple[HookPoint, ...]:
+        return tuple(as_point(splice_point(point, n)) for n in WRITE_NAMES)
 
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         st, wanted = self.state, self.state.capture
@@ -111,18 +125,19 @@ class TranscoderWrite(Intervention):
                     f"transcoder splice at {point}: the features of layer {s} were not encoded "
                     f"before this write (input hook {st.clt.config.input_point(s)}); the input "
                     f"hook must fire before the output hook")
-            clean[s], edited[s], x = found
-        x = call.scratch[(st, self.layer)][2] if (st, self.layer) in call.scratch else None
-        recons = st.recons(edited, self.layer, x, tensor.device)      # [B,S,D] fp32
-        store(call, wanted, point, "hook_sae_recons", recons)
+            clean[s], edited[s] = found[:2]
+        own = call.scratch.get((st, self.layer))
+        x, x_clean = (own[2], own[3]) if own is not None else (None, None)
+        built = st.recons(edited, self.layer, x, tensor.device)       # [B,S,D] fp32
+        recons = fire_internal(call, wanted, point, "hook_sae_recons", built)
         output = recons
         if st.use_error_term:
-            same = all(edited[s] is clean[s] for s in clean)
-            base = recons if same else st.recons(clean, self.layer, x, tensor.device)
-            error = tensor.to(torch.float32) - base
-            store(call, wanted, point, "hook_sae_error", error)
+            same = recons is built and all(edited[s] is clean[s] for s in clean)
+            base = recons if same else st.recons(clean, self.layer, x_clean, tensor.device)
+            error = fire_internal(call, wanted, point, "hook_sae_error",
+                                  tensor.to(torch.float32) - base)
             output = recons + error
-        store(call, wanted, point, "hook_sae_output", output)
+        output = fire_internal(call, wanted, point, "hook_sae_output", output)
         return output.to(dtype=tensor.dtype)
 
 

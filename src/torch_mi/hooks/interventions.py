@@ -4,7 +4,8 @@ An intervention kind is a small frozen dataclass that subclasses :class:`Interve
 implements ``apply(tensor, point, call) -> tensor``, where ``call`` is the per-forward
 :class:`~torch_mi.hooks.call.ForwardCall` (the cache being filled and scratch space that
 lives for one forward). ``apply`` must not modify ``tensor`` in place unless the kind sets
-``mutates_input = True`` (then a capture at the same point is protected by a copy). A new
+``mutates_input = True`` (then a capture at the same point is protected by a copy). A kind
+may also provide extra points of its own (``provided_points``; fired by ``call.fire``). A new
 kind (a dictionary splice, a transcoder write, a gradient tap) is a new class in its own
 module; nothing here changes.
 
@@ -47,6 +48,12 @@ class Intervention:
 
     def apply(self, tensor: torch.Tensor, point: HookPoint, call: ForwardCall) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement apply()")
+
+    def provided_points(self, point: HookPoint) -> tuple[HookPoint | str, ...]:
+        """Extra hook points this intervention provides when registered at ``point`` (its
+        internals, e.g. a dictionary splice's ``f"{point}.hook_sae_acts_post"``): a spec
+        may capture or intervene there, and ``apply`` fires them with ``call.fire``."""
+        return ()
 
 
 def _broadcasts_to(payload: torch.Size, target: torch.Size) -> bool:

@@ -10,6 +10,11 @@ activation's shape, dtype and device), so a bad result is reported there and not
 matmul error layers later. With ``HookSpec(check_finite=True)`` every fired tensor is also
 checked for NaN/inf (see :mod:`torch_mi.hooks.finite`).
 
+Interventions may provide extra points (``Intervention.provided_points``, e.g. a dictionary
+splice's internals): the spec may capture or intervene there, validation accepts them while
+such an intervention is in the spec, and the intervention fires them through ``call.fire``,
+which runs this runtime's ``fire``.
+
 Gradients (``keep_grad=True`` captures and ``capture_grad`` points) are taken through a
 tap at the point (:mod:`torch_mi.hooks.grad`), before its interventions: the gradient is
 d loss / d (pre-intervention activation), and it flows back through Add/Scale/Apply while a
@@ -28,7 +33,7 @@ from .call import ForwardCall
 from .finite import FiniteChecker
 from .grad import tap
 from .interventions import Intervention, check_result
-from .points import HookPoint, layer_hint, shown
+from .points import HookPoint, as_point, layer_hint, shown
 from .spec import HookSpec
 
 
@@ -56,7 +61,7 @@ class HookRuntime:
                 "mode is off (torch.no_grad() or torch.inference_mode()); run it through "
                 "MIModel.forward, which enables grad for such a spec, or under "
                 "torch.enable_grad()")
-        self.call = ForwardCall(cache, spec.keep_grad, dict(spec.backend_specs()))
+        self.call = ForwardCall(cache, spec.keep_grad, dict(spec.backend_specs()), self)
         self._finite = FiniteChecker() if spec.check_finite else None
         self.check_finite = self._finite is not None
         sites: dict[HookPoint, _Site] = {}
@@ -169,8 +174,9 @@ def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int,
                 f"this model cannot honour the HookSpec entry {name!r} ({type(value).__name__}): "
                 f"its backend has no such mechanism (state knockout and steering need a "
                 f"recurrent backend such as RWKV). Remove it from the HookSpec.")
+    provided = provided_points(spec)
     for point in spec.points():
-        if point in valid:
+        if point in valid or point in provided:
             continue
         if point.layer is not None and not 0 <= point.layer < num_layers:
             raise HookError(
@@ -181,8 +187,35 @@ def validate_spec(spec: HookSpec, valid: Collection[HookPoint], num_layers: int,
             what = f"this model has no '{point}' ({point.variant} is not computed by this backend)"
         else:
             what = f"unknown hook point {shown(str(point))}"
-        raise HookError(what + "." + (layer_hint(point) or _suggest(point, valid))
+        raise HookError(what + "." + (layer_hint(point) or _suggest(point, [*valid, *provided]))
+                        + _provided_hint(point, valid, provided)
                         + " See model.hook_points() for the list.")
+
+
+def provided_points(spec: HookSpec) -> dict[HookPoint, HookPoint]:
+    """The extra points the spec's interventions provide (their internals), each mapped to
+    the point whose intervention provides it."""
+    out: dict[HookPoint, HookPoint] = {}
+    for host, intervention in spec.interventions():
+        for point in intervention.provided_points(host):
+            out.setdefault(as_point(point), host)
+    return out
+
+
+def _provided_hint(point: HookPoint, valid: Collection[HookPoint],
+                   provided: Collection[HookPoint]) -> str:
+    """For ``'<model point>.<name>'``: such names exist only while an intervention at that
+    point provides them (a dictionary splice's ``hook_sae_*``)."""
+    host, dot, name = str(point).rpartition(".")
+    if not dot or not host.strip() or as_point(host) not in valid:
+        return ""
+    under = sorted(str(p).rpartition(".")[2] for p in provided
+                   if str(p).rpartition(".")[0] == host)
+    if under:
+        return f" The interventions at '{host}' provide: {', '.join(under)}."
+    return (f" '{host}' is a hook point of this model, but no intervention at it provides "
+            f"'{name}' (a dictionary splice, mi.dictionaries.splice, provides "
+            f"'{host}.hook_sae_acts_post' and the like).")
 
 
 def _suggest(point: HookPoint, valid: Collection[HookPoint]) -> str:

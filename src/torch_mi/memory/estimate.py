@@ -137,7 +137,15 @@ def estimate_memory(model: LanguageModel, hooks: HookSpec | None, seq_len: int,
     spec = HookSpec() if hooks is None else hooks
     if not isinstance(spec, HookSpec):
         raise InputError(f"hooks must be a HookSpec or None, got {type(spec).__name__}")
-    validate_spec(spec, backend.hook_points(), backend.num_layers)
+    points = backend.hook_points()
+    validate_spec(spec, points, backend.num_layers)
+    provided = sorted({str(p) for p in spec.points() if p not in points})
+    if provided:  # e.g. a splice's hook_sae_* internals: valid, but the plan has no shapes
+        raise MemoryReportError(
+            f"the analytic estimate has no shape for {', '.join(provided[:5])}"
+            f"{' ...' if len(provided) > 5 else ''} (points an intervention provides, not the "
+            f"model's); drop them from the spec to estimate the rest, or measure the real "
+            f"forward with torch_mi.memory.measure_forward")
     plan = backend.memory_plan(spec, batch, seq_len)
     costs = plan.layer_costs()
     peak, where = plan.forward_peak()
