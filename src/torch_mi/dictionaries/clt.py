@@ -135,6 +135,13 @@ class CrossLayerTranscoder:
         tensors in no reference cycle, so no gc.collect, which cost ~110 ms per switch)."""
         self._encoder = None
 
+    def encoder_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``layer``'s encoder (made resident): W_enc [F, D], b_enc [F], threshold [F] or
+        None (fp32); attribution reads encoder rows of active features from it."""
+        self.load_encoder(self._check_layer(layer))
+        enc = self._encoder
+        return enc.weight, enc.bias, enc.threshold
+
     def loaded_encoder_layer(self) -> int | None:
         return None if self._encoder is None else self._encoder.layer
 

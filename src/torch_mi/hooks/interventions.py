@@ -115,9 +115,10 @@ def check_result(intervention: Intervention, point: HookPoint, before: torch.Ten
                  result: object) -> torch.Tensor:
     """``result`` if it is a tensor of ``before``'s shape, dtype and device; otherwise an
     InterventionError at this point (not a matmul error layers later)."""
-    if result is before:
+    if result is before or (isinstance(result, torch.Tensor) and result.shape == before.shape
+                            and result.dtype == before.dtype and result.device == before.device):
         return result
-    name = shown(intervention)
+    name = shown(intervention)  # only for a message: a repr may format tensors (slow)
     if not isinstance(result, torch.Tensor):
         raise InterventionError(
             f"{name} at {point}: returned {type(result).__name__}, expected a tensor of shape "
