@@ -22,7 +22,7 @@ import torch
 from .common import ROOT, machine, run_worker, setup_threads
 
 SCENARIOS = ("forward", "capture", "scaling", "generation", "loading", "transformerlens",
-             "early_exit", "rwkv", "sae_splice", "clt_load")
+             "early_exit", "rwkv", "sae_splice", "clt_load", "attribution", "harvest")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,12 +59,23 @@ def load_models(model_dir: str | None):
 
 
 def run(args: argparse.Namespace) -> dict:
-    from . import clt_load, early_exit, forward, generation, loading, rwkv, sae_splice, transformerlens
+    from . import (
+        clt_load,
+        early_exit,
+        forward,
+        generation,
+        harvest,
+        loading,
+        rwkv,
+        sae_splice,
+        transformerlens,
+    )
+    from .attribution import attribution
 
     setup_threads()
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     # the rwkv and clt_load scenarios build their own files in worker processes
-    needs_smollm = any(name not in ("rwkv", "clt_load") for name in chosen)
+    needs_smollm = any(name not in ("rwkv", "clt_load", "attribution") for name in chosen)
     ours, hf, hf_dir = load_models(args.model_dir) if needs_smollm else (None, None, None)
     seq_lens = (8, 32) if args.quick else forward.SEQ_LENS
     capture_len = 32 if args.quick else 128
@@ -110,6 +121,8 @@ def run(args: argparse.Namespace) -> dict:
         "rwkv": lambda: rwkv.rwkv_benchmarks(args.quick),
         "sae_splice": lambda: sae_splice.sae_splice(ours, capture_len, args.quick),
         "clt_load": lambda: clt_load.clt_load(args.quick),
+        "attribution": lambda: attribution(args.quick),
+        "harvest": lambda: harvest.scenario(ours, args.model_dir, args.quick),
     }
     for name, scenario in scenarios.items():
         if name not in chosen or (name == "loading" and args.model_dir):

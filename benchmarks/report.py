@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import clt_load, rwkv, sae_splice
+from . import attribution, clt_load, harvest, rwkv, sae_splice
 
 
 def _ms(entry: dict) -> str:
@@ -62,6 +62,10 @@ def target_rows(r: dict) -> list[tuple[str, str, str, bool | None]]:
         rows += sae_splice.target_rows(r["sae_splice"])
     if "clt_load" in r:
         rows += clt_load.target_rows(r["clt_load"])
+    if "attribution" in r:
+        rows += attribution.target_rows(r["attribution"])
+    if "harvest" in r:
+        rows += harvest.target_rows(r["harvest"])
     return rows
 
 
@@ -154,6 +158,10 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
         lines += sae_splice.markdown(r["sae_splice"])
     if "clt_load" in r:
         lines += clt_load.markdown(r["clt_load"])
+    if "attribution" in r:
+        lines += attribution.markdown(r["attribution"])
+    if "harvest" in r:
+        lines += harvest.markdown(r["harvest"])
     lines += ["", "## What the profile showed, and what it led to", "",
               "Where the time goes now: [docs/profile.md](profile.md) (`python -m "
               "benchmarks.profile_forward --out docs/profile.md`). About 85% of a forward is "

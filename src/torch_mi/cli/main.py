@@ -15,7 +15,8 @@ import traceback
 from ..errors import MIError
 
 COMMANDS = ("lens", "predict", "generate", "attention", "knockout", "steer", "patch", "inspect",
-            "download", "memory", "state-knockout", "features", "feature-steer")
+            "download", "memory", "state-knockout", "features", "feature-steer", "graph",
+            "harvest", "attribute")
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 

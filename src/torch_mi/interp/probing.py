@@ -155,6 +155,8 @@ def _check_labels(labels, n: int, kind: str) -> np.ndarray:
 
 
 def _as_arrays(features, labels, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    if callable(getattr(features, "probe_features", None)):  # a harvest ActivationStore / view
+        features = features.probe_features()
     try:
         x = features.detach().float().cpu().numpy() if isinstance(features, torch.Tensor) \
             else np.asarray(features, dtype=np.float32)
@@ -182,6 +184,9 @@ def _split(x, y, kind: str, test_size: float, seed: int):
 def train_probe(features, labels, kind: str = "logistic", test_size: float = 0.25,
                 seed: int = 0, *, layer: int | None = None, **sklearn_kwargs) -> ProbeResult:
     """Fit a linear probe on a seeded split (stratified by label for logistic probes).
+
+    ``features``: [n, D] (tensor or array), or a harvest ``ActivationStore`` with one point
+    / ``store.view(point)`` (one row per stored position, padding left out).
 
     Extra keyword arguments go to ``LogisticRegression`` (default ``max_iter=1000``) or
     ``Ridge``.

@@ -24,13 +24,13 @@ Dictionary = SparseAutoencoder | CrossLayerTranscoder
 MAX_PLOT_ROWS = 40
 
 
-def add_dict_args(p: argparse.ArgumentParser) -> None:
+def add_dict_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """``--dict``, ``--prompt`` (or the positional prompt) and ``--layer``: shared with
     ``feature-steer``."""
     p.add_argument("text", nargs="?", default=None, metavar="PROMPT",
                    help="the prompt (or --prompt)")
     p.add_argument("--prompt", default=None, help="the prompt (same as the positional one)")
-    p.add_argument("--dict", dest="dict_path", required=True, metavar="PATH",
+    p.add_argument("--dict", dest="dict_path", required=required, metavar="PATH",
                    help="SAE folder (SAELens / sparsify) or params.npz, or a transcoder folder "
                         "or circuit-tracer config.yaml")
     p.add_argument("--layer", default=None,
@@ -102,7 +102,9 @@ def feature_id(layer: int | None, index: int, dictionary: Dictionary) -> SaeFeat
 
 def register(sub) -> None:
     p = sub.add_parser("features", help="top dictionary (SAE / transcoder) features per position")
-    add_dict_args(p)
+    add_dict_args(p, required=False)  # not with --stats
+    p.add_argument("--stats", default=None, metavar="DIR",
+                   help="show the feature statistics of a harvest folder instead")
     p.add_argument("--top-k", type=int, default=5, help="features listed per position (default 5)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="feature x position heatmap of the top features' activations")
@@ -140,6 +142,12 @@ def _heatmap(per_layer, dictionary, positions: list[dict], tokens: list[str], pa
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stats is not None:
+        from .features_stats import run_stats
+
+        return run_stats(args)
+    if args.dict_path is None:
+        raise InputError("give the dictionary with --dict PATH (or --stats DIR for a harvest)")
     prompt = prompt_of(args)
     at_least("--top-k", args.top_k, 1)
     plot_file = checked_plot(args)
