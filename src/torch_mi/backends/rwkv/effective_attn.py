@@ -58,9 +58,14 @@ def refuse_interventions(hooks: HookRuntime, points: list[HookPoint]) -> None:
 
 
 def normalise(raw: torch.Tensor) -> torch.Tensor:
-    """ReLU then L1 per row of [B,H,S,S] (causal entries already zero)."""
-    pos = torch.relu(raw)
-    return pos / (pos.sum(-1, keepdim=True) + EPS)
+    """ReLU then L1 per row of [B,H,S,S] (causal entries already zero), IN PLACE: ``raw``
+    is a fresh tensor of the caller's (an [S,S] map per head: no extra full-size copies),
+    out of place when autograd records it (gradients of effective attention)."""
+    if raw.requires_grad:
+        pos = torch.relu(raw)
+        return pos / (pos.sum(-1, keepdim=True) + EPS)
+    raw.relu_()
+    return raw.div_(raw.sum(-1, keepdim=True).add_(EPS))
 
 
 def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
@@ -81,8 +86,11 @@ def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
         raw = _v6_exact_raw(rr.transpose(1, 2), kk.transpose(1, 2), logw.transpose(1, 2))
         if write_scale is not None:
             raw = raw * write_scale.to(raw.dtype)  # source columns (not the bonus diagonal)
-    diag = (rr * kk * wide(u)).sum(-1).transpose(1, 2)  # bonus [B,H,S]
-    return normalise(raw + torch.diag_embed(diag)).float()
+    bonus = (rr * kk * wide(u)).sum(-1).transpose(1, 2)  # [B,H,S]
+    if raw.requires_grad or bonus.requires_grad:
+        return normalise(raw + torch.diag_embed(bonus)).float()
+    raw.diagonal(dim1=-2, dim2=-1).add_(bonus)  # the diagonal is 0 until here
+    return normalise(raw).float()
 
 
 def _v6_exact_raw(rr: torch.Tensor, kk: torch.Tensor, logw: torch.Tensor) -> torch.Tensor:
