@@ -26,21 +26,11 @@ import time
 
 import torch
 
+from benchmarks.workers.clt_worker import _status, reset_peak  # /proc readings, one copy
+
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
 
 
-def _status(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def reset_peak() -> None:
-    """Reset VmHWM to the current RSS."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
 
 
 def rope_theta(model_dir: str) -> float:
