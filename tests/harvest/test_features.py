@@ -4,6 +4,7 @@ statistics equal a single-pass computation; features.json, cards and CLI display
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,6 +96,19 @@ def test_contexts_cards_and_cli_display(tiny, sae, corpus, tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["dictionaries"][0]["num_dead"] == len(report["dead"])
     assert main(["features", "--stats", str(tmp_path / "nowhere")]) == 1
+    # --cards N: HTML cards of the N most frequent live features, paths in the JSON
+    assert main(["features", "--stats", str(out), "--json", "--top-k", "1", "--cards", "2"]) == 0
+    shown = json.loads(capsys.readouterr().out)["dictionaries"][0]
+    frequent = sorted((f for f in report["features"] if f["count"]),
+                      key=lambda f: (-f["count"], f["index"]))[:2]
+    assert len(shown["most_frequent"]) == 1
+    assert [Path(c).name for c in shown["cards"]] == [f"{report['name']}-{f['index']}.html"
+                                                      for f in frequent]
+    assert all(Path(c).is_file() for c in shown["cards"])
+    assert main(["features", "--stats", str(out), "--cards", "-1"]) == 1
+    assert "--cards must be >= 0" in capsys.readouterr().err
+    assert main(["features", "--dict", str(tmp_path), "--cards", "2", "--prompt", "x"]) == 1
+    assert "use it with --stats DIR" in capsys.readouterr().err
 
 
 def test_transcoder_features_from_its_folder(tiny, corpus, tmp_path):

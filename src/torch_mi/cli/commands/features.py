@@ -105,6 +105,9 @@ def register(sub) -> None:
     add_dict_args(p, required=False)  # not with --stats
     p.add_argument("--stats", default=None, metavar="DIR",
                    help="show the feature statistics of a harvest folder instead")
+    p.add_argument("--cards", type=int, default=0, metavar="N",
+                   help="with --stats: also write an HTML card (statistics, histogram, top "
+                        "contexts) for the N most frequent features, under DIR/cards/")
     p.add_argument("--top-k", type=int, default=5, help="features listed per position (default 5)")
     p.add_argument("--plot", default=None, metavar="FILE.png",
                    help="feature x position heatmap of the top features' activations")
@@ -146,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         from .features_stats import run_stats
 
         return run_stats(args)
+    if args.cards:
+        raise InputError("--cards writes cards from a harvest's statistics: use it with "
+                         "--stats DIR")
     if args.dict_path is None:
         raise InputError("give the dictionary with --dict PATH (or --stats DIR for a harvest)")
     prompt = prompt_of(args)
