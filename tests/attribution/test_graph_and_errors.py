@@ -86,6 +86,22 @@ def test_load_rejects_bad_files(graph, tmp_path):
         Graph.load(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda t: t["adjacency_matrix"].__setitem__((0, 0), float("nan")), "NaN or infinite"),
+    (lambda t: t["activation_values"].__setitem__(0, float("inf")), "NaN or infinite"),
+    (lambda t: t["logit_token_ids"].__setitem__(0, 10**9), "vocabulary ids"),
+    (lambda t: t["active_features"].__setitem__((0, 0), 99), "active_features rows"),
+    (lambda t: t["active_features"].__setitem__((0, 2), -1), "active_features rows"),
+])
+def test_load_rejects_hostile_values(graph, tmp_path, edit, match):
+    tensors, _ = graph.save(tmp_path / "g")
+    t = load_file(str(tensors))
+    edit(t)
+    save_file(t, str(tensors))
+    with pytest.raises(WeightError, match=match):
+        Graph.load(tmp_path / "g")
+
+
 def test_transcoders_that_do_not_fit(model, tmp_path):
     write_clt(tmp_path / "narrow", model.num_layers, 16, 8)  # d_model 8, not 64
     with pytest.raises(ConfigError, match="d_model=8"):

@@ -81,3 +81,23 @@ def test_probe_from_the_store(stores):
     assert via_view.n_train == stores["pack"].num_sequences * 32
     with pytest.raises(mi.InputError, match="choose one"):
         train_probe(stores["pack"], labels)
+
+
+@pytest.mark.parametrize(("edit", "what"), [
+    (lambda s: s[0].update(file="../../outside.safetensors"), "another file"),
+    (lambda s: s[0].update(file="/etc/passwd"), "an absolute path"),
+    (lambda s: s[0].update(num_seqs="3"), "a string count"),
+    (lambda s: s[0].update(index=-1), "a negative index"),
+    (lambda s: s[0].pop("sha256"), "a missing field"),
+])
+def test_a_hostile_manifest_is_refused_before_any_shard_is_opened(stores, tmp_path, edit, what):
+    import json
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(stores["pack"].root, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest["shards"])
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(mi.MIError, match="malformed"):
+        ActivationStore(root)

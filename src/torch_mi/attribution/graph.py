@@ -151,6 +151,9 @@ def _expect(name: str, tensor: object, shape: tuple, dtypes: tuple) -> None:
     if tensor.dtype not in dtypes:
         raise WeightError(f"graph tensor {name} has dtype {tensor.dtype}, expected one of "
                           f"{[str(d) for d in dtypes]}")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise WeightError(f"graph tensor {name} holds NaN or infinite values; the file is "
+                          f"corrupt or was written from a failed run: recompute the graph")
 
 
 def validate(g: Graph) -> None:
@@ -174,6 +177,12 @@ def validate(g: Graph) -> None:
         raise ConfigError(f"the graph has {k} logit targets but {len(g.logit_tokens)} names")
     if m and (int(g.selected_features.min()) < 0 or int(g.selected_features.max()) >= n):
         raise WeightError(f"selected_features must index the {n} active features")
+    if n and (int(g.active_features.min()) < 0 or int(g.active_features[:, 0].max()) >= g.n_layers
+              or int(g.active_features[:, 1].max()) >= s):
+        raise WeightError(f"active_features rows must be (layer < {g.n_layers}, position < {s}, "
+                          f"feature >= 0)")
+    if k and (int(g.logit_token_ids.min()) < 0 or int(g.logit_token_ids.max()) >= g.vocab_size):
+        raise WeightError(f"logit_token_ids must be vocabulary ids below {g.vocab_size}")
 
 
 __all__ = ["Graph", "graph_paths"]

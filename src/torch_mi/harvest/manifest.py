@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import HarvestError, ManifestMismatchError
+from .errors import HarvestError, ManifestMismatchError, ShardCorruptError
 from .shard import ShardRecord, sha256_file
 
 MANIFEST = "manifest.json"
@@ -138,14 +138,25 @@ def append_journal(out_dir: Path, record: ShardRecord) -> None:
 def listed_shards(out_dir: Path, manifest: dict) -> list[dict]:
     """The manifest's shards plus those journaled by an unfinished run (a torn last line,
     from a kill mid-append, is ignored)."""
-    entries = {e["index"]: e for e in manifest.get("shards", [])}
+    shards = manifest.get("shards", [])
+    if not isinstance(shards, list) or not all(isinstance(e, dict) for e in shards):
+        raise ShardCorruptError("the manifest's shard list is malformed; rerun the harvest "
+                                "into a new folder")
+    entries = {}
+    for entry in shards:
+        try:
+            entries[ShardRecord(**entry).index] = entry
+        except TypeError:
+            raise ShardCorruptError(f"a shard record of the manifest is malformed "
+                                    f"({str(entry)[:160]}); rerun the harvest into a new "
+                                    f"folder") from None
     journal = out_dir / JOURNAL
     if journal.is_file():
         for line in journal.read_text().splitlines():
             try:
                 entry = json.loads(line)
                 ShardRecord(**entry)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, ShardCorruptError):  # a torn or damaged line
                 continue
             entries[entry["index"]] = entry
     return [entries[i] for i in sorted(entries)]

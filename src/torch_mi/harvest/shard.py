@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from ..hooks.points import HookPoint
 from ..hooks.spec import HookSpec
+from .errors import ShardCorruptError
 from .plan import HarvestPlan
 from .sequences import ShardInput
 from .stats import FeatureStats
@@ -45,6 +46,16 @@ class ShardRecord:
     num_tokens: int
     bytes: int
     sha256: str
+
+    def __post_init__(self) -> None:
+        """A manifest or journal is read back from disk: a record naming any other file
+        (``../x``, an absolute path) or with non-integer counts is refused, never opened."""
+        counts = (self.index, self.first_seq, self.num_seqs, self.num_tokens, self.bytes)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in counts) \
+                or not isinstance(self.sha256, str) or self.file != shard_name(self.index):
+            raise ShardCorruptError(f"a shard record is malformed ({str(asdict(self))[:160]}); "
+                                    f"the manifest was edited or damaged: rerun the harvest "
+                                    f"into a new folder")
 
     def to_json(self) -> dict:
         return asdict(self)
