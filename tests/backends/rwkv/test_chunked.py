@@ -97,12 +97,17 @@ def test_chunked_kernel_applies_the_state_write_scale(version):
     assert (y - y_plain).abs().max() > 1e-2  # the scale did change something
 
 
-def test_fast_v6_decays_halve_the_chunk_and_stay_exact():
+@pytest.mark.parametrize(("log_decay", "chunk"), [(-3.5, 32), (-5.0, 16), (-9.0, 8)])
+def test_fast_v6_decays_halve_the_chunk_and_stay_exact(log_decay, chunk):
     """A V6 log-decay of -3.5 per step spans 112 over 32 positions (e^112 overflows fp32):
-    the chunk shrinks to 16 (span 56 <= MAX_SPAN) and the numbers stay the recurrence's."""
+    split at the chunk middle each factor spans 56 <= MAX_SPAN, so 32 positions still fit
+    (from the chunk start only 16 would); -5.0 and -9.0 per step shrink the chunk to 16 and
+    8, and the numbers stay the recurrence's."""
     x = _inputs(50, seed=2)
-    x["w6"] = torch.exp(-3.5 + 0.01 * torch.rand(x["w6"].shape, dtype=torch.float64)).float()
-    assert chunk_size(x["w6"].double().log()) == 16
+    noise = 0.01 * torch.rand(x["w6"].shape, dtype=torch.float64)
+    x["w6"] = torch.exp(log_decay + noise).float()
+    assert chunk_size(x["w6"], centred=True) == chunk
+    assert chunk_size(x["w6"]) == chunk // 2  # referenced to the chunk start
     (y, s), (yc, sc) = _pair("v6", x)
     close(yc, y)
     close(sc, s)
@@ -118,7 +123,7 @@ def test_decays_that_cannot_be_factored_fall_back_to_the_recurrence(version, mon
         x["w7"] = x["w7"].clone()
         x["w6"][:, 5] = tiny
         x["w7"][:, 5] = tiny
-        assert chunk_size(x["w6"].double().log()) is None
+        assert chunk_size(x["w6"]) is None and chunk_size(x["w6"], centred=True) is None
         calls: list[int] = []
         real = wkv_chunked.wkv6 if version == "v6" else wkv_chunked.wkv7
         monkeypatch.setattr(wkv_chunked, "wkv6" if version == "v6" else "wkv7",

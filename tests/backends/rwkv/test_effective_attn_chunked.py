@@ -77,9 +77,9 @@ def test_chunked_and_exact_paths_agree_in_fp32(monkeypatch):
     v6 = (x["r"], x["k"], x["log_w"].exp(), x["u"], None, x["log_w"])
     v7 = (x["r"], x["w7"], x["k"], x["kk"], x["a"])
     for log_decay in (x["log_w"], x["w7"].log()):  # both take the chunked path here
-        assert effective_attn.chunk_size(log_decay.double()) is not None
+        assert effective_attn._fit(log_decay.exp(), effective_attn.CHUNK, True) is not None
     chunked = effective_attn.effective_attn_v6(*v6), effective_attn.effective_attn_v7(*v7)
-    monkeypatch.setattr(effective_attn, "chunk_size", lambda *args: None)
+    monkeypatch.setattr(effective_attn, "_fit", lambda *args, **kwargs: None)
     exact = effective_attn.effective_attn_v6(*v6), effective_attn.effective_attn_v7(*v7)
     for got, want in zip(chunked, exact, strict=True):
         assert got.dtype == torch.float32 and got.shape == (B, H, S, S)

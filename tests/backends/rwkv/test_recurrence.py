@@ -82,12 +82,22 @@ def test_token_by_token_equals_one_forward_in_float64(rwkv):
     torch.testing.assert_close(torch.cat([first, rest], dim=1), whole, rtol=1e-10, atol=1e-10)
 
 
-def test_last_logits_only(rwkv):
-    ids = sample_ids(2, 9, seed=11)
+@pytest.mark.parametrize("seq", [1, 2, 3, 9, 40])  # 40: chunked WKV
+def test_last_logits_only(rwkv, seq):
+    """A hook-free last-logits call runs the last block's channel mix on its last two
+    positions only: same logits, and the same state (token shifts and WKV) afterwards."""
+    ids = sample_ids(2, seq, seed=11)
     whole = rwkv.model.forward(ids).output()
     last = rwkv.model.forward(ids, last_logits_only=True).output()
     assert last.shape == (2, 1, whole.shape[-1])
     torch.testing.assert_close(last[:, 0], whole[:, -1], **TOL)
+    full_state, trimmed_state = rwkv.model.make_state(), rwkv.model.make_state()
+    rwkv.model.forward(ids, state=full_state)
+    after = rwkv.model.forward(ids, state=trimmed_state, last_logits_only=True).output()
+    torch.testing.assert_close(after, last, rtol=0, atol=0)
+    for full, trimmed in zip(full_state.layers, trimmed_state.layers, strict=True):
+        for name in ("att_x", "wkv", "ffn_x"):
+            torch.testing.assert_close(getattr(trimmed, name), getattr(full, name), **TOL)
     with pytest.raises(mi.InputError, match="last_logits_only"):
         rwkv.model.backend.forward(ids, last_logits_only=1)
 

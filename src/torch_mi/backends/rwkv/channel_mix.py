@@ -34,11 +34,11 @@ class ChannelMix(nn.Module):
         """x: ln2 output [B,S,D]; prev [B,D] or None -> channel-mix output [B,S,D]."""
         dx = token_shift(x, prev)
         mix_k = self.time_maa_k if self.v6 else self.x_k
-        pre = hooks.fire(p.mlp_pre_act, self.key(x + dx * mix_k))  # [B,S,I]
+        pre = hooks.fire(p.mlp_pre_act, self.key(torch.addcmul(x, dx, mix_k)))  # [B,S,I]
         hidden = torch.relu(pre)  # squared in place unless autograd keeps relu's output
         hidden = hooks.fire(p.mlp_hidden, hidden.square() if hidden.requires_grad
                             else hidden.square_())
         out = self.value(hidden)
         if self.v6:
-            out = torch.sigmoid(self.receptance(x + dx * self.time_maa_r)) * out
+            out = torch.sigmoid(self.receptance(torch.addcmul(x, dx, self.time_maa_r))) * out
         return out

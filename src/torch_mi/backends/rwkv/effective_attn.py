@@ -38,12 +38,11 @@ from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime
 from .ops import wide
 from .wkv import wkv7
-from .wkv_chunked import _chunks, _Decays, _masks, _scaled, chunk_size
+from .wkv_chunked import CHUNK, V7_CHUNK, _blocks, _Decays, _fit, _scaled, _shifted, _strict, recording
 
 EPS = 1e-10  # the L1 normaliser's epsilon (upstream's)
 LOG_FLOOR = -700.0  # a decay of exactly 0 becomes e^-700 (no -inf - -inf = NaN in the sums)
 QUERY_CHUNK = 32  # RWKV-6 queries per block: one matmul for earlier sources, direct inside
-V7_CHUNK = 64  # RWKV-7 positions per chunk: fewer d×d chunk transitions (its decays allow it)
 
 
 def refuse_interventions(hooks: HookRuntime, points: list[HookPoint]) -> None:
@@ -73,16 +72,18 @@ def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
                       log_decay: torch.Tensor | None = None) -> torch.Tensor:
     """r, k, decay [B,S,H,d], u [H,d], write_scale [S] or None -> α [B,H,S,S] fp32.
 
-    ``log_decay`` (the forward's ``w``) is used for the prefix sums when given (more exact
-    than ``log(decay)``); pass None when the decay was changed by an intervention. Chunked
-    as the WKV-6 of one-hot values (``wkv_chunked``'s exponents relative to a chunk start)
-    when the decays allow it, else by exact fp64 prefix sums per query block."""
-    logw = torch.log(decay.double()) if log_decay is None else log_decay.double()  # [B,S,H,d]
+    Chunked as the WKV-6 of one-hot values (``wkv_chunked``'s factors, split at the chunk
+    middle) when the decays allow it and no gradient is recorded, else by exact fp64 prefix
+    sums per query block, for which ``log_decay`` (the forward's ``w``) is used when given
+    (more exact than ``log(decay)``; pass None when the decay was changed by an
+    intervention)."""
     rr, kk = wide(r), wide(k)
-    c = chunk_size(logw)
-    if c is not None:  # sources before the query; write_scale folded into k
-        raw = _v6_chunked_raw(rr, _scaled(kk, write_scale), logw, c)
+    grad = recording(r, k, decay, u, *([] if log_decay is None else [log_decay]))
+    fit = None if grad else _fit(decay, CHUNK, centred=True)
+    if fit is not None:  # sources before the query; write_scale folded into k
+        raw = _v6_chunked_raw(rr, _scaled(kk, write_scale), *fit)
     else:
+        logw = torch.log(decay.double()) if log_decay is None else log_decay.double()
         raw = _v6_exact_raw(rr.transpose(1, 2), kk.transpose(1, 2), logw.transpose(1, 2))
         if write_scale is not None:
             raw = raw * write_scale.to(raw.dtype)  # source columns (not the bonus diagonal)
@@ -106,19 +107,27 @@ def _v6_exact_raw(rr: torch.Tensor, kk: torch.Tensor, logw: torch.Tensor) -> tor
     return torch.cat(rows, dim=2)  # [B,H,S,S], zero on and above the diagonal
 
 
-def _v6_chunked_raw(r: torch.Tensor, k: torch.Tensor, log_decay: torch.Tensor,
-                    c: int) -> torch.Tensor:
-    """α_raw [B,H,S,S] strictly below the diagonal by chunks of ``c``; r, k [B,S,H,d]. In a
-    chunk ``(r⊙e^{A_ex})(k⊙e^{-A})ᵀ``; earlier chunks through a d×(sources so far) state
-    decayed by ``e^{A_C}`` per chunk, the chunk's write ``(k⊙e^{A_C-A})ᵀ`` appended."""
-    s = r.shape[1]
-    dec = _Decays(log_decay, c, r.dtype)
-    strict, _ = _masks(c, r.device)
-    rc, kc = _chunks(r, c, 0.0), _chunks(k, c, 0.0)  # [B,H,N,C,d]
-    q = rc * dec.excl
-    own = (q @ (kc * dec.inv).transpose(-1, -2)).masked_fill(~strict, 0.0)  # [B,H,N,C,C]
-    write = (kc * dec.tail).transpose(-1, -2)  # [B,H,N,d,C]
-    return _assemble(q, own, write, lambda i, past: dec.last[:, :, i, :, None] * past, s)
+def _v6_chunked_raw(r: torch.Tensor, k: torch.Tensor, c: int,
+                    e: torch.Tensor) -> torch.Tensor:
+    """α_raw [B,H,S,S] strictly below the diagonal by chunks of ``c`` (``e``: the cumulative
+    decay products per chunk, wkv_chunked._fit); r, k [B,S,H,d]. Within a chunk as in
+    wkv6_chunked (factors split at the chunk middle); earlier chunks through a d×(sources
+    so far) state decayed by ``e^{A_C}`` per chunk, the chunk's write ``(k⊙e^{A_C-A})ᵀ``
+    appended."""
+    b, s, h, d = r.shape
+    dec = _Decays(e, r.dtype)
+    rb, kb = _blocks(r, c, r.dtype), _blocks(k, c, r.dtype)  # [G,C,d]
+    mid = c // 2 - 1
+    q = rb * (_shifted(dec.e64) * dec.inv64[:, mid:mid + 1]).to(r.dtype)
+    src = kb * (dec.inv64 * dec.e64[:, mid:mid + 1]).to(r.dtype)
+    own = torch.bmm(q, src.transpose(1, 2)).masked_fill_(_strict(c, r.device), 0.0)
+    write = (kb * dec.tail).transpose(1, 2)  # [G,d,C]
+    last = dec.last.view(b * h, -1, d)
+
+    def carry(i: int, past: torch.Tensor, out: torch.Tensor) -> None:
+        torch.mul(past, last[:, i, :, None], out=out)
+
+    return _assemble(rb.mul_(dec.excl), own, write, carry, b, h, s)
 
 
 def effective_attn_v7(r: torch.Tensor, decay: torch.Tensor, k: torch.Tensor,
@@ -136,61 +145,73 @@ def effective_attn_v7(r: torch.Tensor, decay: torch.Tensor, k: torch.Tensor,
     ``write_scale`` scales the write of source i, i.e. column i (diagonal included)."""
     r, decay, k, kk, a = (wide(t) for t in (r, decay, k, kk, a))  # [B,S,H,d]
     b, s, h, d = r.shape
-    log_decay = decay.double().log()
-    c = chunk_size(log_decay, V7_CHUNK)
-    if c is None:  # the recurrence on one-hot values (value dimension S)
+    fit = None if recording(r, decay, k, kk, a) else _fit(decay, V7_CHUNK, centred=False)
+    if fit is None:  # the recurrence on one-hot values (value dimension S)
         values = torch.eye(s, dtype=r.dtype, device=r.device)[None, :, None, :]
         start = r.new_zeros(b, h, d, s)
         raw, _ = wkv7(r, decay, k, values.expand(b, s, h, s), kk, a, start, write_scale)
         return normalise(torch.tril(raw.transpose(1, 2))).float()
-    return normalise(_v7_chunked_raw(r, k, kk, a, log_decay, c, write_scale)).float()
+    return normalise(_v7_chunked_raw(r, _scaled(k, write_scale), kk, a, *fit)).float()
 
 
 def _v7_chunked_raw(r: torch.Tensor, k: torch.Tensor, kk: torch.Tensor, a: torch.Tensor,
-                    log_decay: torch.Tensor, c: int,
-                    write_scale: torch.Tensor | None) -> torch.Tensor:
-    """α_raw [B,H,S,S] by chunks of ``c`` positions; inputs [B,S,H,d]. Entries above the
-    diagonal are exact zeros (never written; products of triangular factors)."""
-    s, d = r.shape[1], r.shape[3]
+                    c: int, e: torch.Tensor) -> torch.Tensor:
+    """α_raw [B,H,S,S] by chunks of ``c`` positions; inputs [B,S,H,d] (k write-scaled),
+    ``e`` as in :func:`_v6_chunked_raw`. The one-hot values of a chunk are the identity,
+    so wkv7_chunked's ``U0 = (I - M_ba)⁻¹ M_ka`` is [C,C]. Entries above the diagonal are
+    exact zeros (never written; products of triangular factors)."""
+    b, s, h, d = r.shape
     dt = r.dtype
-    dec = _Decays(log_decay, c, dt)
-    strict, incl = _masks(c, r.device)
-    rc, kc, kkc = (_chunks(t, c, 0.0) for t in (r, _scaled(k, write_scale), kk))
-    bc = kkc * _chunks(a, c, 0.0)  # b = kk*a  [B,H,N,C,d]
-    alpha = -kkc * dec.excl
-    k_hat, b_hat = kc * dec.inv, bc * dec.inv
-    m_ka = (alpha @ k_hat.transpose(-1, -2)).masked_fill(~strict, 0.0)  # [B,H,N,C,C]
-    m_ba = (alpha @ b_hat.transpose(-1, -2)).masked_fill(~strict, 0.0)
-    eye = torch.eye(c, dtype=dt, device=r.device)
-    wu = torch.linalg.solve_triangular(eye - m_ba, torch.cat([alpha, m_ka], dim=-1),
-                                       upper=False, unitriangular=True)
-    wy, u0 = wu.split([d, c], dim=-1)  # [B,H,N,C,d], [B,H,N,C,C]
-    r_in = rc * dec.incl
-    m_rb = (r_in @ b_hat.transpose(-1, -2)).masked_fill(~incl, 0.0)
-    q = r_in + m_rb @ wy  # reads the chunk-start state [B,H,N,C,d]
-    own = (r_in @ k_hat.transpose(-1, -2)).masked_fill(~incl, 0.0) + m_rb @ u0  # [..,C,C]
-    b_tail = (bc * dec.tail).transpose(-1, -2)  # [B,H,N,d,C]
-    g = torch.diag_embed(dec.last) + b_tail @ wy  # [B,H,N,d,d]
-    write = (kc * dec.tail).transpose(-1, -2) + b_tail @ u0  # [B,H,N,d,C]
-    return _assemble(q, own, write, lambda i, past: g[:, :, i] @ past, s)
+    dec = _Decays(e, dt)
+    rb, kb, kkb, ab = (_blocks(t, c, dt) for t in (r, k, kk, a))  # [G,C,d]
+    bb = kkb * ab  # b = kk*a
+    alpha = kkb.mul_(dec.excl).neg_()  # α̃
+    inv = dec.inv64.to(dt)
+    k_hat, b_hat = kb * inv, bb * inv
+    strict = _strict(c, r.device)
+    m_ka = torch.bmm(alpha, k_hat.transpose(1, 2)).masked_fill_(strict, 0.0)  # [G,C,C]
+    lower = torch.bmm(alpha, b_hat.transpose(1, 2)).masked_fill_(strict, 0.0).neg_()
+    lower.diagonal(dim1=1, dim2=2).fill_(1.0)  # I - M_ba
+    wu = torch.linalg.solve_triangular(lower, torch.cat([alpha, m_ka], dim=-1), upper=False,
+                                       unitriangular=True)
+    wy, u0 = wu[:, :, :d], wu[:, :, d:]  # [G,C,d], [G,C,C]
+    r_in = rb.mul_(dec.incl)
+    above = strict.triu(1)
+    m_rb = torch.bmm(r_in, b_hat.transpose(1, 2)).masked_fill_(above, 0.0)
+    q = torch.baddbmm(r_in, m_rb, wy)  # reads the chunk-start state [G,C,d]
+    own = torch.bmm(r_in, k_hat.transpose(1, 2)).masked_fill_(above, 0.0).baddbmm_(m_rb, u0)
+    b_tail = (bb * dec.tail).transpose(1, 2)  # [G,d,C]
+    g = torch.bmm(b_tail, wy)  # [G,d,d]
+    g.diagonal(dim1=1, dim2=2).add_(dec.last)
+    write = torch.baddbmm((kb * dec.tail).transpose(1, 2), b_tail, u0)  # [G,d,C]
+    g = g.view(b * h, -1, d, d)
+
+    def carry(i: int, past: torch.Tensor, out: torch.Tensor) -> None:
+        torch.bmm(g[:, i], past, out=out)
+
+    return _assemble(q, own, write, carry, b, h, s)
 
 
-def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry,
-              s: int) -> torch.Tensor:
-    """α_raw [B,H,S,S] from per-chunk pieces [B,H,N,...]: ``own`` [C,C] blocks on the
-    diagonal, earlier chunks' columns ``q_i @ past`` where ``past`` [B,H,d,iC] holds the
-    sources before chunk i: ``past ← [carry(i, past) | write_i]`` (the chunk transition on
-    the old columns, the chunk's own write [d,C] appended)."""
-    b, h, n, c, d = q.shape
-    raw = q.new_zeros(b, h, n * c, n * c)
-    past = q.new_zeros(b, h, d, 0)
+def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry, b: int,
+              h: int, s: int) -> torch.Tensor:
+    """α_raw [B,H,S,S] from per-chunk pieces [B*H*N, ...]: ``own`` [C,C] blocks on the
+    diagonal, earlier chunks' columns ``q_i @ past`` (written in place) where ``past``
+    [B*H,d,iC] holds the sources before chunk i: ``carry(i, past, out)`` writes the chunk
+    transition applied to the old columns, then the chunk's own write [d,C] is appended."""
+    g, c, d = q.shape
+    n = g // (b * h)
+    q, own, write = (t.view(b * h, n, *t.shape[1:]) for t in (q, own, write))
+    raw = q.new_zeros(b * h, n * c, n * c)
+    past, spare = q.new_empty(b * h, d, n * c), q.new_empty(b * h, d, n * c)
     for i in range(n):
-        rows = slice(i * c, (i + 1) * c)
+        rows, done = slice(i * c, (i + 1) * c), i * c
         if i:
-            raw[:, :, rows, :i * c] = q[:, :, i] @ past
-        raw[:, :, rows, rows] = own[:, :, i]
-        past = torch.cat([carry(i, past), write[:, :, i]], dim=-1)  # [B,H,d,(i+1)C]
-    return raw[:, :, :s, :s]
+            torch.bmm(q[:, i], past[:, :, :done], out=raw[:, rows, :done])
+            carry(i, past[:, :, :done], spare[:, :, :done])
+            past, spare = spare, past
+        raw[:, rows, rows] = own[:, i]
+        past[:, :, rows] = write[:, i]
+    return raw.view(b, h, n * c, n * c)[:, :, :s, :s]
 
 
 def _v6_rows(rr: torch.Tensor, kk: torch.Tensor, inclusive: torch.Tensor,

@@ -55,6 +55,7 @@ class RwkvCall:
     # {layer: [S] scale of each position's state write} (state knockout / steering)
     write_scales: dict[int, torch.Tensor] = field(default_factory=dict)
     chunked: bool = False  # run the block-parallel WKV (wkv_chunked.chunk_allowed)
+    wkv: torch.Tensor | None = None  # the current block's new WKV state (time mix -> state)
 
 
 class RwkvBlock(nn.Module):
@@ -70,8 +71,28 @@ class RwkvBlock(nn.Module):
         self.points = RWKV_POINTS.layer_points(layer)
 
     def forward(self, h: torch.Tensor, call: RwkvCall) -> torch.Tensor:
-        hooks, p = call.hooks, self.points
+        """h [B,S,D] -> [B,S,D]: time mix then channel mix, every hook point fired."""
         old = call.previous[self.layer] if call.previous is not None else None
+        h, x = self._time_mix(h, call, old)
+        return self._channel_mix(h, call, old, x)
+
+    def forward_last(self, h: torch.Tensor, call: RwkvCall) -> torch.Tensor:
+        """The same block for a caller that reads only the LAST position's output (the final
+        block of a hook-free ``last_logits_only`` call) -> [B,min(S,2),D], whose last row
+        equals ``forward``'s. The state still needs every position's time mix; the channel
+        mix (the block's widest matmuls) runs on the last two positions only: the last one's
+        token shift reads the one before. The other row is never read (its own shift
+        would need a position not computed)."""
+        old = call.previous[self.layer] if call.previous is not None else None
+        h, x = self._time_mix(h, call, old)
+        if h.shape[1] <= 2:
+            return self._channel_mix(h, call, old, x)
+        return self._channel_mix(h[:, -2:], call, None, x)
+
+    def _time_mix(self, h: torch.Tensor, call: RwkvCall,
+                  old: LayerState | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (resid_mid [B,S,D], ln1 output [B,S,D]); the new WKV state is left in call."""
+        hooks, p = call.hooks, self.points
         h = hooks.fire(p.resid_pre, h)  # [B,S,D]
         x = self.ln1.hooked(h, hooks, p.ln1_scale, p.ln1_normalized)
         wkv = old.wkv if old is not None else h.new_zeros(
@@ -82,11 +103,17 @@ class RwkvBlock(nn.Module):
             a, wkv = self.attn(x, prev, wkv, hooks, p, call.v7, scale, chunked=call.chunked)
         else:
             a, wkv = self.attn(x, prev, wkv, hooks, p, scale, chunked=call.chunked)
+        call.wkv = wkv
         a = hooks.fire(p.attn_out, a)
-        h = hooks.fire(p.resid_mid, h + a)
+        return hooks.fire(p.resid_mid, h + a), x
+
+    def _channel_mix(self, h: torch.Tensor, call: RwkvCall, old: LayerState | None,
+                     x: torch.Tensor) -> torch.Tensor:
+        """resid_mid [B,S',D] -> resid_post; records this layer's new state (x: ln1 output)."""
+        hooks, p = call.hooks, self.points
         xf = self.ln2.hooked(h, hooks, p.ln2_scale, p.ln2_normalized)
         m = hooks.fire(p.mlp_out, self.ffn(xf, old.ffn_x if old is not None else None, hooks, p))
-        call.new.append(LayerState(x[:, -1].detach(), wkv.detach(), xf[:, -1].detach()))
+        call.new.append(LayerState(x[:, -1].detach(), call.wkv.detach(), xf[:, -1].detach()))
         return hooks.fire(p.resid_post, h + m)
 
 
@@ -182,8 +209,10 @@ class GenericRwkv(nn.Module):
         call.chunked = chunk_allowed(ids.shape[1], enabled=self.chunked_wkv)
         h = runtime.fire(self.model_points.embed, self.embed(ids))  # [B,S,D]
         h = self.ln0(h)
-        for block in self.blocks[:end]:
-            h = block(h, call)
+        # Nothing reads the last block's other positions in a hook-free last-logits call.
+        trim = runtime is NO_HOOKS and last_logits_only and stop_at_layer is None
+        for i, block in enumerate(self.blocks[:end]):
+            h = block.forward_last(h, call) if trim and i == end - 1 else block(h, call)
         if stop_at_layer is not None:
             cache.set_output(h)  # the residual after block end-1 [B,S,D]
             return cache

@@ -14,7 +14,7 @@ def param(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape), requires_grad=False)
 
 
-ONEDNN_MIN_WEIGHT = 1 << 21  # weight elements from which a one-row oneDNN call pays off
+ONEDNN_MIN_WEIGHT = 1 << 19  # weight elements from which a one-row oneDNN call pays off
 
 
 class Linear(nn.Linear):
@@ -24,10 +24,11 @@ class Linear(nn.Linear):
 
     oneDNN's GEMM gives each row the same bits whatever the row count (from two rows on),
     so a sequence rounds the same in one call as continued from a state in several; and
-    it reads a large [out, in] weight for one row ~1.3x faster than F.linear (the
-    unembedding of a generation step). But it costs ~20 µs more per call, which one-row
-    products with small weights (LoRAs, 768x768 in a one-token step) never win back:
-    those keep F.linear (a one-row product is a GEMV with its own rounding either way)."""
+    it reads a weight streamed from memory for one row 1.4-2x faster than F.linear
+    (measured from DRAM, as in a generation step: 768x768 127 vs 193 µs, 3072x768 361 vs
+    751 µs). But it costs ~20 µs more per call, which one-row products with small weights
+    (the LoRAs: 64x768 27 vs 20 µs) never win back: those keep F.linear (a one-row product
+    is a GEMV with its own rounding either way)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight

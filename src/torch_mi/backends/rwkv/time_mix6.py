@@ -46,12 +46,13 @@ class TimeMix6(nn.Module):
         """ddlerp: the five mixed inputs x_w, x_k, x_v, x_r, x_g, each [B,S,D]."""
         b, s, d = x.shape
         dx = token_shift(x, prev)
-        m = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1)  # [B,S,5*m]
+        m = torch.tanh(torch.addcmul(x, dx, self.time_maa_x) @ self.time_maa_w1)  # [B,S,5*m]
         m = m.view(b * s, 5, -1).transpose(0, 1)  # [5,B*S,m]
         m = torch.bmm(m, self.time_maa_w2).view(5, b, s, d)  # w, k, v, r, g
         maa = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v,
                            self.time_maa_r, self.time_maa_g])  # [5,1,1,D]
-        return list((x + dx * (maa + m)).unbind(0))  # one pass for the five: [5,B,S,D]
+        m.add_(maa)  # m is the bmm's fresh output (autograd keeps none of it)
+        return list(torch.addcmul(x, dx, m).unbind(0))  # one pass for the five: [5,B,S,D]
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None, state: torch.Tensor,
                 hooks: HookRuntime, p, write_scale: torch.Tensor | None = None, *,

@@ -82,7 +82,7 @@ class TimeMix7(nn.Module):
         n = self.head_dim
         dx = token_shift(x, prev)
         mix = torch.stack([self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g])
-        xr, xw, xk, xv, xa, xg = (x + dx * mix).unbind(0)  # one pass: [6,B,S,D]
+        xr, xw, xk, xv, xa, xg = torch.addcmul(x, dx, mix).unbind(0)  # one pass: [6,B,S,D]
         r = hooks.fire(p.r, heads(self.r_proj(xr), n))
         k = hooks.fire(p.k, heads(self.k_proj(xk), n))
         v = self.value(xv, ctx, hooks, p)
