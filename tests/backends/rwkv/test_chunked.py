@@ -16,12 +16,11 @@ import torch.nn.functional as F
 
 import torch_mi as mi
 from torch_mi.backends.rwkv import time_mix6, time_mix7, wkv_chunked
+from torch_mi.backends.rwkv.chunks import CHUNK, chunk_size
 from torch_mi.backends.rwkv.wkv import wkv6, wkv7
 from torch_mi.backends.rwkv.wkv_chunked import (
-    CHUNK,
     MIN_CHUNKED_LEN,
     chunk_allowed,
-    chunk_size,
     wkv6_chunked,
     wkv7_chunked,
 )

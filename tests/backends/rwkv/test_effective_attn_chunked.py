@@ -76,10 +76,11 @@ def test_chunked_and_exact_paths_agree_in_fp32(monkeypatch):
     x = {name: t.float() for name, t in _inputs(2).items()}
     v6 = (x["r"], x["k"], x["log_w"].exp(), x["u"], None, x["log_w"])
     v7 = (x["r"], x["w7"], x["k"], x["kk"], x["a"])
-    for log_decay in (x["log_w"], x["w7"].log()):  # both take the chunked path here
-        assert effective_attn._fit(log_decay.exp(), effective_attn.CHUNK, True) is not None
+    assert effective_attn.prepare6(*v6[:4], None) is not None  # both take the chunked path
+    assert effective_attn.prepare7(*v7, None) is not None
     chunked = effective_attn.effective_attn_v6(*v6), effective_attn.effective_attn_v7(*v7)
-    monkeypatch.setattr(effective_attn, "_fit", lambda *args, **kwargs: None)
+    monkeypatch.setattr(effective_attn, "prepare6", lambda *args: None)
+    monkeypatch.setattr(effective_attn, "prepare7", lambda *args: None)
     exact = effective_attn.effective_attn_v6(*v6), effective_attn.effective_attn_v7(*v7)
     for got, want in zip(chunked, exact, strict=True):
         assert got.dtype == torch.float32 and got.shape == (B, H, S, S)

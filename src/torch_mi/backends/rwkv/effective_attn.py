@@ -36,9 +36,9 @@ import torch
 from ...errors import HookError
 from ...hooks.points import HookPoint
 from ...hooks.runtime import HookRuntime
+from .chunks import Chunks6, Chunks7, prepare6, prepare7
 from .ops import wide
 from .wkv import wkv7
-from .wkv_chunked import CHUNK, V7_CHUNK, _blocks, _Decays, _fit, _scaled, _shifted, _strict, recording
 
 EPS = 1e-10  # the L1 normaliser's epsilon (upstream's)
 LOG_FLOOR = -700.0  # a decay of exactly 0 becomes e^-700 (no -inf - -inf = NaN in the sums)
@@ -69,24 +69,27 @@ def normalise(raw: torch.Tensor) -> torch.Tensor:
 
 def effective_attn_v6(r: torch.Tensor, k: torch.Tensor, decay: torch.Tensor,
                       u: torch.Tensor, write_scale: torch.Tensor | None = None,
-                      log_decay: torch.Tensor | None = None) -> torch.Tensor:
+                      log_decay: torch.Tensor | None = None,
+                      pieces: Chunks6 | None = None) -> torch.Tensor:
     """r, k, decay [B,S,H,d], u [H,d], write_scale [S] or None -> α [B,H,S,S] fp32.
 
-    Chunked as the WKV-6 of one-hot values (``wkv_chunked``'s factors, split at the chunk
-    middle) when the decays allow it and no gradient is recorded, else by exact fp64 prefix
-    sums per query block, for which ``log_decay`` (the forward's ``w``) is used when given
-    (more exact than ``log(decay)``; pass None when the decay was changed by an
-    intervention)."""
+    From the chunk pieces (``chunks.prepare6`` of the same inputs; given by the time mix,
+    which already built them for the WKV) as the WKV-6 of one-hot values when the decays
+    allow it and no gradient is recorded, else by exact fp64 prefix sums per query block,
+    for which ``log_decay`` (the forward's ``w``) is used when given (more exact than
+    ``log(decay)``; pass None when the decay was changed by an intervention)."""
+    pieces = pieces or prepare6(r, k, decay, u, write_scale)
+    if pieces is not None:  # att holds the sources before each query and the bonus diagonal
+        def carry(i: int, past: torch.Tensor, out: torch.Tensor) -> None:
+            torch.mul(past, pieces.last[:, i, :, None], out=out)
+
+        return normalise(_assemble(pieces.r_ex, pieces.att, pieces.write, carry,
+                                   pieces)).float()
     rr, kk = wide(r), wide(k)
-    grad = recording(r, k, decay, u, *([] if log_decay is None else [log_decay]))
-    fit = None if grad else _fit(decay, CHUNK, centred=True)
-    if fit is not None:  # sources before the query; write_scale folded into k
-        raw = _v6_chunked_raw(rr, _scaled(kk, write_scale), *fit)
-    else:
-        logw = torch.log(decay.double()) if log_decay is None else log_decay.double()
-        raw = _v6_exact_raw(rr.transpose(1, 2), kk.transpose(1, 2), logw.transpose(1, 2))
-        if write_scale is not None:
-            raw = raw * write_scale.to(raw.dtype)  # source columns (not the bonus diagonal)
+    logw = torch.log(decay.double()) if log_decay is None else log_decay.double()
+    raw = _v6_exact_raw(rr.transpose(1, 2), kk.transpose(1, 2), logw.transpose(1, 2))
+    if write_scale is not None:
+        raw = raw * write_scale.to(raw.dtype)  # source columns (not the bonus diagonal)
     bonus = (rr * kk * wide(u)).sum(-1).transpose(1, 2)  # [B,H,S]
     if raw.requires_grad or bonus.requires_grad:
         return normalise(raw + torch.diag_embed(bonus)).float()
@@ -107,101 +110,52 @@ def _v6_exact_raw(rr: torch.Tensor, kk: torch.Tensor, logw: torch.Tensor) -> tor
     return torch.cat(rows, dim=2)  # [B,H,S,S], zero on and above the diagonal
 
 
-def _v6_chunked_raw(r: torch.Tensor, k: torch.Tensor, c: int,
-                    e: torch.Tensor) -> torch.Tensor:
-    """α_raw [B,H,S,S] strictly below the diagonal by chunks of ``c`` (``e``: the cumulative
-    decay products per chunk, wkv_chunked._fit); r, k [B,S,H,d]. Within a chunk as in
-    wkv6_chunked (factors split at the chunk middle); earlier chunks through a d×(sources
-    so far) state decayed by ``e^{A_C}`` per chunk, the chunk's write ``(k⊙e^{A_C-A})ᵀ``
-    appended."""
-    b, s, h, d = r.shape
-    dec = _Decays(e, r.dtype)
-    rb, kb = _blocks(r, c, r.dtype), _blocks(k, c, r.dtype)  # [G,C,d]
-    mid = c // 2 - 1
-    q = rb * (_shifted(dec.e64) * dec.inv64[:, mid:mid + 1]).to(r.dtype)
-    src = kb * (dec.inv64 * dec.e64[:, mid:mid + 1]).to(r.dtype)
-    own = torch.bmm(q, src.transpose(1, 2)).masked_fill_(_strict(c, r.device), 0.0)
-    write = (kb * dec.tail).transpose(1, 2)  # [G,d,C]
-    last = dec.last.view(b * h, -1, d)
-
-    def carry(i: int, past: torch.Tensor, out: torch.Tensor) -> None:
-        torch.mul(past, last[:, i, :, None], out=out)
-
-    return _assemble(rb.mul_(dec.excl), own, write, carry, b, h, s)
-
-
 def effective_attn_v7(r: torch.Tensor, decay: torch.Tensor, k: torch.Tensor,
                       kk: torch.Tensor, a: torch.Tensor,
-                      write_scale: torch.Tensor | None = None) -> torch.Tensor:
+                      write_scale: torch.Tensor | None = None,
+                      pieces: Chunks7 | None = None) -> torch.Tensor:
     """r, decay, k (the modulated key), kk, a [B,S,H,d], write_scale [S] or None ->
     α [B,H,S,S] fp32.
 
     α_raw[t, i] is the weight of v_i in y_t: the WKV-7 output for one-hot values from a zero
-    state. Chunked as in ``wkv_chunked`` (same notation): a chunk's own block is
-    ``M_rk + M_rb (I - M_ba)⁻¹ M_ka`` and an earlier chunk's columns are read through
-    ``Q_n`` from a d×(sources so far) "state" that grows by one chunk per step (``G`` on
-    the old columns, the chunk's write ``H`` appended): O(S²·d) per head as matmuls. A
-    decay too close to 0 for the chunked exponents takes the recurrence (same functional).
-    ``write_scale`` scales the write of source i, i.e. column i (diagonal included)."""
-    r, decay, k, kk, a = (wide(t) for t in (r, decay, k, kk, a))  # [B,S,H,d]
-    b, s, h, d = r.shape
-    fit = None if recording(r, decay, k, kk, a) else _fit(decay, V7_CHUNK, centred=False)
-    if fit is None:  # the recurrence on one-hot values (value dimension S)
+    state. From the chunk pieces (``chunks.prepare7``; the one-hot values of a chunk are
+    the identity, so its removed values are ``P``): a chunk's own block is
+    ``M_rk + M_rb P``, its write ``k_tailᵀ + b_tailᵀ P``, and an earlier chunk's columns are
+    read through ``Q`` from a d×(sources so far) "state" that grows by one chunk per step
+    (``G`` on the old columns, the chunk's write appended): O(S²·d) per head as matmuls. A
+    decay too close to 0 for the chunked exponents, or a recorded gradient, takes the
+    recurrence (same functional). ``write_scale`` scales the write of source i, i.e. column
+    i (diagonal included)."""
+    pieces = pieces or prepare7(r, decay, k, kk, a, write_scale)
+    if pieces is None:  # the recurrence on one-hot values (value dimension S)
+        r, decay, k, kk, a = (wide(t) for t in (r, decay, k, kk, a))  # [B,S,H,d]
+        b, s, h, d = r.shape
         values = torch.eye(s, dtype=r.dtype, device=r.device)[None, :, None, :]
         start = r.new_zeros(b, h, d, s)
         raw, _ = wkv7(r, decay, k, values.expand(b, s, h, s), kk, a, start, write_scale)
         return normalise(torch.tril(raw.transpose(1, 2))).float()
-    return normalise(_v7_chunked_raw(r, _scaled(k, write_scale), kk, a, *fit)).float()
-
-
-def _v7_chunked_raw(r: torch.Tensor, k: torch.Tensor, kk: torch.Tensor, a: torch.Tensor,
-                    c: int, e: torch.Tensor) -> torch.Tensor:
-    """α_raw [B,H,S,S] by chunks of ``c`` positions; inputs [B,S,H,d] (k write-scaled),
-    ``e`` as in :func:`_v6_chunked_raw`. The one-hot values of a chunk are the identity,
-    so wkv7_chunked's ``U0 = (I - M_ba)⁻¹ M_ka`` is [C,C]. Entries above the diagonal are
-    exact zeros (never written; products of triangular factors)."""
-    b, s, h, d = r.shape
-    dt = r.dtype
-    dec = _Decays(e, dt)
-    rb, kb, kkb, ab = (_blocks(t, c, dt) for t in (r, k, kk, a))  # [G,C,d]
-    bb = kkb * ab  # b = kk*a
-    alpha = kkb.mul_(dec.excl).neg_()  # α̃
-    inv = dec.inv64.to(dt)
-    k_hat, b_hat = kb * inv, bb * inv
-    strict = _strict(c, r.device)
-    m_ka = torch.bmm(alpha, k_hat.transpose(1, 2)).masked_fill_(strict, 0.0)  # [G,C,C]
-    lower = torch.bmm(alpha, b_hat.transpose(1, 2)).masked_fill_(strict, 0.0).neg_()
-    lower.diagonal(dim1=1, dim2=2).fill_(1.0)  # I - M_ba
-    wu = torch.linalg.solve_triangular(lower, torch.cat([alpha, m_ka], dim=-1), upper=False,
-                                       unitriangular=True)
-    wy, u0 = wu[:, :, :d], wu[:, :, d:]  # [G,C,d], [G,C,C]
-    r_in = rb.mul_(dec.incl)
-    above = strict.triu(1)
-    m_rb = torch.bmm(r_in, b_hat.transpose(1, 2)).masked_fill_(above, 0.0)
-    q = torch.baddbmm(r_in, m_rb, wy)  # reads the chunk-start state [G,C,d]
-    own = torch.bmm(r_in, k_hat.transpose(1, 2)).masked_fill_(above, 0.0).baddbmm_(m_rb, u0)
-    b_tail = (bb * dec.tail).transpose(1, 2)  # [G,d,C]
-    g = torch.bmm(b_tail, wy)  # [G,d,d]
-    g.diagonal(dim1=1, dim2=2).add_(dec.last)
-    write = torch.baddbmm((kb * dec.tail).transpose(1, 2), b_tail, u0)  # [G,d,C]
-    g = g.view(b * h, -1, d, d)
+    c, x = pieces.c, pieces
+    own = torch.baddbmm(x.m_r[:, :, :c], x.m_r[:, :, c:], x.p)  # [G,C,C]
+    write = torch.baddbmm(x.tails[:, :, :c], x.tails[:, :, c:], x.p)  # [G,d,C]
 
     def carry(i: int, past: torch.Tensor, out: torch.Tensor) -> None:
-        torch.bmm(g[:, i], past, out=out)
+        torch.bmm(x.g[:, i], past, out=out)
 
-    return _assemble(q, own, write, carry, b, h, s)
+    return normalise(_assemble(x.q, own, write, carry, x)).float()
 
 
-def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry, b: int,
-              h: int, s: int) -> torch.Tensor:
+def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry,
+              shape: Chunks6 | Chunks7) -> torch.Tensor:
     """α_raw [B,H,S,S] from per-chunk pieces [B*H*N, ...]: ``own`` [C,C] blocks on the
     diagonal, earlier chunks' columns ``q_i @ past`` (written in place) where ``past``
     [B*H,d,iC] holds the sources before chunk i: ``carry(i, past, out)`` writes the chunk
-    transition applied to the old columns, then the chunk's own write [d,C] is appended."""
-    g, c, d = q.shape
-    n = g // (b * h)
+    transition applied to the old columns, then the chunk's own write [d,C] is appended.
+    Every entry is written once (the future columns with zeros)."""
+    b, h, s, c = shape.b, shape.h, shape.s, shape.c
+    d = q.shape[-1]
+    n = q.shape[0] // (b * h)
     q, own, write = (t.view(b * h, n, *t.shape[1:]) for t in (q, own, write))
-    raw = q.new_zeros(b * h, n * c, n * c)
+    raw = q.new_empty(b * h, n * c, n * c)
     past, spare = q.new_empty(b * h, d, n * c), q.new_empty(b * h, d, n * c)
     for i in range(n):
         rows, done = slice(i * c, (i + 1) * c), i * c
@@ -210,6 +164,7 @@ def _assemble(q: torch.Tensor, own: torch.Tensor, write: torch.Tensor, carry, b:
             carry(i, past[:, :, :done], spare[:, :, :done])
             past, spare = spare, past
         raw[:, rows, rows] = own[:, i]
+        raw[:, rows, done + c:] = 0.0
         past[:, :, rows] = write[:, i]
     return raw.view(b, h, n * c, n * c)[:, :, :s, :s]
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...hooks.runtime import HookRuntime
+from .chunks import prepare6
 from .config import RwkvConfig
 from .effective_attn import effective_attn_v6
 from .ops import group_norm, heads, linear, merge, param, token_shift, wide
@@ -68,12 +69,18 @@ class TimeMix6(nn.Module):
         w = hooks.fire(p.w, heads(-torch.exp(wide(raw)), n))  # log-decay, fp32
         decay = hooks.fire(p.decay, torch.exp(w))
         g = hooks.fire(p.g, heads(F.silu(self.gate(xg)), n))
-        wkv = wkv6_chunked if chunked else wkv6  # chunked: block-parallel, same numbers
-        y, state = wkv(r, k, v, decay, self.time_faaaa, state, write_scale)
+        attention = hooks.is_active(p.effective_attn)  # [B,H,S,S], only when asked for
+        # The chunk pieces, built once for the chunked WKV and effective attention.
+        pieces = (prepare6(r, k, decay, self.time_faaaa, write_scale)
+                  if chunked or attention else None)
+        if chunked:  # block-parallel, the recurrence's numbers
+            y, state = wkv6_chunked(r, k, v, decay, self.time_faaaa, state, write_scale, pieces)
+        else:
+            y, state = wkv6(r, k, v, decay, self.time_faaaa, state, write_scale)
         state = hooks.fire(p.state, state)
-        if hooks.is_active(p.effective_attn):  # [B,H,S,S], only when asked for
+        if attention:
             hooks.fire(p.effective_attn, effective_attn_v6(
                 r, k, decay, self.time_faaaa, write_scale,
-                None if hooks.intervenes(p.decay) else w))
+                None if hooks.intervenes(p.decay) else w, pieces))
         y = group_norm(y, self.ln_x.weight, self.ln_x.bias, self.eps).to(x.dtype)
         return self.output(y * merge(g)), state

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...hooks.runtime import HookRuntime
+from .chunks import prepare7
 from .config import RwkvConfig
 from .effective_attn import effective_attn_v7
 from .ops import LoRA, group_norm, heads, linear, merge, param, token_shift, wide
@@ -93,11 +94,17 @@ class TimeMix7(nn.Module):
         g = hooks.fire(p.g, heads(self.g_lora(xg, torch.sigmoid), n))
         kk = hooks.fire(p.kk, F.normalize(k * heads(self.k_k, n), dim=-1))
         k_mod = k * (1 + (a - 1) * heads(self.k_a, n))
-        wkv = wkv7_chunked if chunked else wkv7  # chunked: block-parallel, same numbers
-        y, state = wkv(r, decay, k_mod, v, kk, a, state, write_scale)
+        attention = hooks.is_active(p.effective_attn)  # [B,H,S,S], only when asked for
+        # The chunk pieces, built once for the chunked WKV and effective attention.
+        pieces = prepare7(r, decay, k_mod, kk, a, write_scale) if chunked or attention else None
+        if chunked:  # block-parallel, the recurrence's numbers
+            y, state = wkv7_chunked(r, decay, k_mod, v, kk, a, state, write_scale, pieces)
+        else:
+            y, state = wkv7(r, decay, k_mod, v, kk, a, state, write_scale)
         state = hooks.fire(p.state, state)
-        if hooks.is_active(p.effective_attn):  # [B,H,S,S], only when asked for
-            hooks.fire(p.effective_attn, effective_attn_v7(r, decay, k_mod, kk, a, write_scale))
+        if attention:
+            hooks.fire(p.effective_attn, effective_attn_v7(r, decay, k_mod, kk, a, write_scale,
+                                                           pieces))
         y = group_norm(y, self.g_norm.weight, self.g_norm.bias, self.eps)  # [B,S,D] fp32
         bonus = (wide(r) * wide(k_mod) * wide(self.r_k)).sum(-1, keepdim=True) * wide(v)
         return self.o_proj(((y + merge(bonus)).to(x.dtype)) * merge(g)), state
