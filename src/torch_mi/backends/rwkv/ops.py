@@ -56,6 +56,8 @@ def token_shift(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
     """δ = shifted - x for x [B,S,D]: position 0 is shifted against ``prev`` [B,D] (the
     previous call's last position) or zeros, position t against x[:, t-1]."""
     first = prev[:, None].to(x.dtype) if prev is not None else torch.zeros_like(x[:, :1])
+    if x.shape[1] == 1:  # a generation step: one op
+        return first - x
     if x.requires_grad and torch.is_grad_enabled():  # out= ops do not record gradients
         return torch.cat([first, x[:, :-1]], dim=1) - x
     dx = torch.empty_like(x)  # one pass, no shifted copy: the same numbers as cat - x

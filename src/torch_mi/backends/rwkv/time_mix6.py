@@ -53,7 +53,9 @@ class TimeMix6(nn.Module):
         maa = torch.stack([self.time_maa_w, self.time_maa_k, self.time_maa_v,
                            self.time_maa_r, self.time_maa_g])  # [5,1,1,D]
         m.add_(maa)  # m is the bmm's fresh output (autograd keeps none of it)
-        return list(torch.addcmul(x, dx, m).unbind(0))  # one pass for the five: [5,B,S,D]
+        if m.requires_grad:
+            return list(torch.addcmul(x, dx, m).unbind(0))  # [5,B,S,D]
+        return list(torch.addcmul(x, dx, m, out=m).unbind(0))  # one pass, into m
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None, state: torch.Tensor,
                 hooks: HookRuntime, p, write_scale: torch.Tensor | None = None, *,

@@ -46,6 +46,9 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (y [B,S,H,d] fp32, final state [B,H,d,d] fp32). ``write_scale`` [S] (state knockout /
     steering) scales the write kᵀv of each position; decay and rank-1 term still apply."""
     r, w, k, v, kk, a = (wide(t) for t in (r, w, k, v, kk, a))
+    if r.shape[1] == 1:  # a generation step: the same ops without the loop's bookkeeping
+        return _wkv7_step(r[:, 0], w[:, 0], _scaled(k, write_scale)[:, 0], v[:, 0], kk[:, 0],
+                          a[:, 0], state)
     writes = torch.stack([-kk * a, _scaled(k, write_scale)], dim=-1)  # [B,S,H,d,2]
     s = state
     out = []
@@ -54,6 +57,18 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         s = torch.addcmul(writes[:, t] @ values, w[:, t, :, :, None], s)
         out.append(r[:, t, :, None, :] @ s)  # r S_t [B,H,1,dv]
     return torch.cat(out, dim=2).transpose(1, 2), s
+
+
+def _wkv7_step(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               kk: torch.Tensor, a: torch.Tensor,
+               s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of :func:`wkv7` on [B,H,d] inputs (k already write-scaled): the loop body
+    with the same operations in the same order, so the same numbers -> (y [B,1,H,dv],
+    state [B,H,d,dv])."""
+    writes = torch.stack([-kk * a, k], dim=-1)  # [B,H,d,2]
+    values = torch.cat([kk[:, :, None, :] @ s, v[:, :, None, :]], dim=2)  # [B,H,2,dv]
+    s = torch.addcmul(writes @ values, w[..., None], s)
+    return (r[:, :, None, :] @ s).transpose(1, 2), s
 
 
 def _scaled(k: torch.Tensor, write_scale: torch.Tensor | None) -> torch.Tensor:
