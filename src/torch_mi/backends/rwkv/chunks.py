@@ -220,18 +220,20 @@ def prepare7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, kk: torch.Tensor
     rb, kkb, ab = (blocks(t, c, dt) for t in (r, kk, a))  # [G,C,d]
     kb = blocks(scaled(wide(k), write_scale), c, dt)  # in V7 k only enters the write kᵀv
     bb = kkb * ab  # b = kk*a
-    alpha = kkb.mul_(dec.excl).neg_()  # α̃ = -kk ⊙ e^{A_{t-1}}
+    ar = kkb.new_empty(kkb.shape[0], 2 * c, d)  # [α̃ ; r̃]: one matmul reads both
+    alpha, r_in = ar[:, :c], ar[:, c:]
+    torch.mul(kkb, dec.excl, out=alpha).neg_()  # α̃ = -kk ⊙ e^{A_{t-1}}
+    torch.mul(rb, dec.incl, out=r_in)  # r̃ = r ⊙ e^{A_t}
     src = _pair(kb, bb, dec.inv64.to(dt))  # [k̂ ; b̂] = [k ; b] ⊙ e^{-A}  [G,2C,d]
-    strict = not_before(c, r.device)
-    m_a = torch.bmm(alpha, src.transpose(1, 2))  # [G,C,2C]: α̃k̂ᵀ | α̃b̂ᵀ
-    m_a.view(-1, c, 2, c).masked_fill_(strict[:, None, :], 0.0)
-    lower = m_a[:, :, c:].neg()  # I - tril₋₁(α̃b̂ᵀ) (its unit diagonal is implied)
-    wp = torch.linalg.solve_triangular(lower, torch.cat([alpha, m_a[:, :, :c]], dim=-1),
-                                       upper=False, unitriangular=True)  # [W | P]
-    wy, p = wp[:, :, :d], wp[:, :, d:]
-    r_in = rb.mul_(dec.incl)
-    m_r = torch.bmm(r_in, src.transpose(1, 2))  # [G,C,2C]: r̃k̂ᵀ | r̃b̂ᵀ (diagonal kept)
-    m_r.view(-1, c, 2, c).masked_fill_(strict.triu(1)[:, None, :], 0.0)
+    m = torch.bmm(ar, src.transpose(1, 2))  # [G,2C,2C]: [α̃k̂ᵀ | α̃b̂ᵀ ; r̃k̂ᵀ | r̃b̂ᵀ]
+    strict = not_before(c, r.device)  # α̃ reads sources before t, r̃ up to t
+    m.view(-1, 2, c, 2, c).masked_fill_(torch.stack([strict, strict.triu(1)])[:, :, None], 0.0)
+    m_a, m_r = m[:, :c], m[:, c:]  # [G,C,2C] each
+    # (I - tril₋₁(α̃b̂ᵀ))⁻¹ once (unit lower triangular), then W = T⁻¹α̃ and P = T⁻¹M_ka.
+    eye = torch.eye(c, dtype=dt, device=r.device).expand(m.shape[0], c, c)
+    t_inv = torch.linalg.solve_triangular(m_a[:, :, c:].neg(), eye, upper=False,
+                                          unitriangular=True)
+    wy, p = torch.bmm(t_inv, alpha), torch.bmm(t_inv, m_a[:, :, :c])
     tails = _pair(kb, bb, dec.tail).transpose(1, 2)  # [k ; b] ⊙ e^{A_{C-1}-A}  [G,d,2C]
     g = torch.bmm(tails[:, :, c:], wy)  # [G,d,d]
     g.diagonal(dim1=1, dim2=2).add_(dec.last)
