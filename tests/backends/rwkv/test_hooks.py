@@ -143,3 +143,18 @@ def test_v6_has_no_v7_points(rwkv_models):
     model = rwkv_models["v6"].model
     with pytest.raises(mi.HookError, match="RwkvA is not computed"):
         model.forward(sample_ids(1, 3), mi.HookSpec().capture(mi.HookPoint.RwkvA(0)))
+
+
+@pytest.mark.parametrize("seq", [1, 5, 40])
+def test_relu_fused_into_the_key_matmul_changes_no_bit(rwkv, seq):
+    """Without a reader of ``mlp.hook_pre`` the channel mix's ReLU runs inside oneDNN's
+    GEMM; capturing the point (which materialises the pre-activation) gives the same bits,
+    and the captured neurons are relu(pre)^2 of the captured pre-activation."""
+    model, ids = rwkv.model, sample_ids(2, seq, seed=5)
+    fused = model.forward(ids).output()
+    points = [f"blocks.{i}.mlp.hook_pre" for i in range(model.num_layers)]
+    hidden = [f"blocks.{i}.mlp.hook_post" for i in range(model.num_layers)]
+    cache = model.forward(ids, mi.HookSpec().capture(*points, *hidden))
+    assert torch.equal(cache.output(), fused)
+    for pre, post in zip(points, hidden, strict=True):
+        assert torch.equal(cache[post], torch.relu(cache[pre]).square())

@@ -34,8 +34,12 @@ class ChannelMix(nn.Module):
         """x: ln2 output [B,S,D]; prev [B,D] or None -> channel-mix output [B,S,D]."""
         dx = token_shift(x, prev)
         mix_k = self.time_maa_k if self.v6 else self.x_k
-        pre = hooks.fire(p.mlp_pre_act, self.key(torch.addcmul(x, dx, mix_k)))  # [B,S,I]
-        hidden = torch.relu(pre)  # squared in place unless autograd keeps relu's output
+        xk = torch.addcmul(x, dx, mix_k)
+        if hooks.is_active(p.mlp_pre_act) or hooks.check_finite:  # the pre-activation is read
+            hidden = torch.relu(hooks.fire(p.mlp_pre_act, self.key(xk)))  # [B,S,I]
+        else:  # nothing reads it: the ReLU runs inside the GEMM
+            hidden = self.key.forward_relu(xk)
+        # squared in place unless autograd keeps relu's output
         hidden = hooks.fire(p.mlp_hidden, hidden.square() if hidden.requires_grad
                             else hidden.square_())
         out = self.value(hidden)

@@ -110,15 +110,22 @@ def unblock(y: torch.Tensor, b: int, h: int, s: int) -> torch.Tensor:
 
 class Decays:
     """Decay factors of every chunk [B*H*N, C, d] in the compute dtype, from the cumulative
-    decay products e = e^{A_t} [G,C,d] (fp64)."""
+    decay products e = e^{A_t} [G,C,d] (fp64). ``narrow``: every e^{±A_t} is within
+    e^±MAX_SPAN (``fit`` without ``centred``), so one conversion suffices and the
+    reciprocal and products are taken in the compute dtype (1 ulp each); otherwise (RWKV-6's
+    centred chunks span up to 2*MAX_SPAN from the start, beyond fp32's range) they are taken
+    in fp64 and converted."""
 
-    def __init__(self, e: torch.Tensor, dtype: torch.dtype) -> None:
-        self.e64, self.inv64 = e, e.reciprocal()  # e^{-A_t}
-        self.incl = e.to(dtype)
+    def __init__(self, e: torch.Tensor, dtype: torch.dtype, narrow: bool = False) -> None:
+        self.e64 = e
+        work = e.to(dtype) if narrow else e
+        inv = work.reciprocal()  # e^{-A_t}
+        self.inv, self.inv64 = inv.to(dtype), None if narrow else inv
+        self.incl = work.to(dtype)
         self.excl = torch.ones_like(self.incl)  # e^{A_{t-1}}: the previous position's
         self.excl[:, 1:] = self.incl[:, :-1]
-        last = e[:, -1:]  # e^{A_{C-1}} [G,1,d]
-        self.tail = (last * self.inv64).to(dtype)  # e^{A_{C-1}-A_t} <= 1
+        last = work[:, -1:]  # e^{A_{C-1}} [G,1,d]
+        self.tail = (last * inv).to(dtype)  # e^{A_{C-1}-A_t} <= 1
         self.last = last.squeeze(1).to(dtype)  # [G,d]
 
     def shifted64(self) -> torch.Tensor:
@@ -216,7 +223,7 @@ def prepare7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, kk: torch.Tensor
     c, e = found
     b, s, h, d = r.shape
     dt = wide(r).dtype
-    dec = Decays(e, dt)
+    dec = Decays(e, dt, narrow=True)  # chunks referenced to their start
     rb, kkb, ab = (blocks(t, c, dt) for t in (r, kk, a))  # [G,C,d]
     kb = blocks(scaled(wide(k), write_scale), c, dt)  # in V7 k only enters the write kᵀv
     bb = kkb * ab  # b = kk*a
@@ -224,7 +231,7 @@ def prepare7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, kk: torch.Tensor
     alpha, r_in = ar[:, :c], ar[:, c:]
     torch.mul(kkb, dec.excl, out=alpha).neg_()  # α̃ = -kk ⊙ e^{A_{t-1}}
     torch.mul(rb, dec.incl, out=r_in)  # r̃ = r ⊙ e^{A_t}
-    src = _pair(kb, bb, dec.inv64.to(dt))  # [k̂ ; b̂] = [k ; b] ⊙ e^{-A}  [G,2C,d]
+    src = _pair(kb, bb, dec.inv)  # [k̂ ; b̂] = [k ; b] ⊙ e^{-A}  [G,2C,d]
     m = torch.bmm(ar, src.transpose(1, 2))  # [G,2C,2C]: [α̃k̂ᵀ | α̃b̂ᵀ ; r̃k̂ᵀ | r̃b̂ᵀ]
     strict = not_before(c, r.device)  # α̃ reads sources before t, r̃ up to t
     m.view(-1, 2, c, 2, c).masked_fill_(torch.stack([strict, strict.triu(1)])[:, :, None], 0.0)

@@ -31,13 +31,23 @@ class Linear(nn.Linear):
     is a GEMV with its own rounding either way)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._onednn(x):
+            return onednn_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+    def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(self(x)), the ReLU fused into oneDNN's GEMM where it runs (one pass over
+        the output saved; ReLU is exact, so the same bits)."""
+        if self._onednn(x):
+            return onednn_linear(x, self.weight, self.bias, relu=True)
+        return torch.relu(F.linear(x, self.weight, self.bias))
+
+    def _onednn(self, x: torch.Tensor) -> bool:
         weight = self.weight
-        if (x.dtype is torch.float32 and x.device.type == "cpu"
+        return (x.dtype is torch.float32 and x.device.type == "cpu"
                 and (weight.numel() >= ONEDNN_MIN_WEIGHT or x.numel() > x.shape[-1])
                 and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-                and onednn_linear_available()):
-            return onednn_linear(x, weight, self.bias)
-        return F.linear(x, weight, self.bias)
+                and onednn_linear_available())
 
 
 def linear(n_in: int, n_out: int, bias: bool = False) -> nn.Linear:

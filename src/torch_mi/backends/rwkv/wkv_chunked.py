@@ -48,11 +48,11 @@ def _scan(state: torch.Tensor, g: torch.Tensor, h0: torch.Tensor,
     bh, n, d = h0.shape[:3]
     starts = h0.new_empty(bh, n + 1, d, h0.shape[-1])
     starts[:, 0] = state.reshape(bh, d, -1)
-    for i in range(n):
+    for i in range(n):  # (a batched matmul's out= into a strided view runs per matrix)
         if diagonal:
             torch.addcmul(h0[:, i], g[:, i, :, None], starts[:, i], out=starts[:, i + 1])
         else:
-            torch.baddbmm(h0[:, i], g[:, i], starts[:, i], out=starts[:, i + 1])
+            starts[:, i + 1] = torch.baddbmm(h0[:, i], g[:, i], starts[:, i])
     return starts[:, :n].reshape(bh * n, d, -1), starts[:, n]
 
 

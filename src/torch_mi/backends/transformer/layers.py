@@ -108,22 +108,26 @@ def linear_rows(rows: int, out_features: int, dtype: torch.dtype,
     return rows if padded is None else padded
 
 
-def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """oneDNN's fused linear on ``x`` [..., in], the rows padded to :func:`bucket_rows`.
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  relu: bool = False) -> torch.Tensor:
+    """oneDNN's fused linear on ``x`` [..., in], the rows padded to :func:`bucket_rows`;
+    ``relu``: with oneDNN's ReLU post-op fused in (ReLU is exact: the same bits as after).
 
     The result is bit-identical to the unpadded oneDNN call (or, past the padding limit, is
     F.linear's). It is a view of the padded buffer: the zero padding rows are never visible,
     and are freed with the result."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     padded = padded_rows(rows, weight.shape[0], x.element_size())
+    post = "relu" if relu else "none"
     if padded == rows or rows == 0:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, post, [], "")
     if padded is None:
-        return F.linear(x, weight, bias)
+        out = F.linear(x, weight, bias)
+        return out.relu_() if relu else out
     flat = x.new_empty(padded, x.shape[-1])
     flat[:rows].view(x.shape).copy_(x)
     flat[rows:].zero_()  # finite padding rows
-    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
+    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, post, [], "")
     return out[:rows].view(*x.shape[:-1], weight.shape[0])
 
 
