@@ -227,3 +227,17 @@ def test_float64_model_chunked_is_the_recurrence_to_rounding(rwkv, monkeypatch):
     backend = copy.deepcopy(rwkv.model.backend).double()
     chunked, recurrent = _both_ways(backend, monkeypatch, sample_ids(1, 41, seed=4))
     close(chunked.output(), recurrent.output(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("version", ["v6", "v7"])
+@pytest.mark.parametrize("factor", [1.05, 1.6])
+def test_decays_above_one_from_an_intervention_stay_exact(version, factor):
+    """A decay steered above 1 (the state grows): 1.05/step fits whole chunks, 1.6/step
+    (e^0.47, spans 30 over 64 positions) shrinks them or falls back; either way the chunked
+    kernel gives the recurrence's numbers."""
+    x = _inputs(70, seed=6)
+    x["w6"] = torch.full_like(x["w6"], factor)
+    x["w7"] = torch.full_like(x["w7"], factor)
+    (y, s), (yc, sc) = _pair(version, x)
+    close(yc, y)
+    close(sc, s)
