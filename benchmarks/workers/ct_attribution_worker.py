@@ -101,41 +101,64 @@ def build(model_dir: str, tc_dir: str, n_ctx: int, scratch: str):
     return hf, model
 
 
-def main() -> None:
-    model_dir, tc_dir, ids_file, out_file, params_json = sys.argv[1:6]
-    from circuit_tracer import attribute
-    from safetensors.torch import load_file, save_file
+def read_args() -> tuple[str, str, torch.Tensor, str, dict]:
+    """(model dir, transcoder dir, ids [S], output file, attribute() params) from argv."""
+    from safetensors.torch import load_file
 
-    params = json.loads(params_json)
-    ids = load_file(ids_file)["ids"]  # [S]
-    reset_peak()
-    baseline = _status("VmRSS")
-    start = time.perf_counter()
-    scratch = os.path.join(os.path.dirname(os.path.abspath(out_file)), "ct_tokenizer")
-    hf, model = build(model_dir, tc_dir, max(256, 2 * len(ids)), scratch)
-    loaded = time.perf_counter()
-    load_peak = _status("VmHWM")
-    reset_peak()
-    before_attr = _status("VmRSS")
-    graph = attribute(ids, model, verbose=False, **params)
-    end = time.perf_counter()
-    attr_peak = _status("VmHWM")
-    with torch.no_grad():  # exactness of the replacement model, outside the timing
-        diff = (model(ids[None]) - hf(ids[None]).logits).abs().max().item()
-    save_file({"adjacency_matrix": graph.adjacency_matrix.contiguous(),
+    model_dir, tc_dir, ids_file, out_file, params_json = sys.argv[1:6]
+    return model_dir, tc_dir, load_file(ids_file)["ids"], out_file, json.loads(params_json)
+
+
+class Marks:
+    """Wall-clock and /proc RSS readings around loading and attribution (one per worker)."""
+
+    def __init__(self) -> None:
+        reset_peak()
+        self.baseline, self.start = _status("VmRSS"), time.perf_counter()
+
+    def loaded(self) -> None:
+        self.load_end, self.load_peak = time.perf_counter(), _status("VmHWM")
+        reset_peak()
+        self.before_attr = _status("VmRSS")
+
+    def attributed(self) -> None:
+        self.end, self.attr_peak = time.perf_counter(), _status("VmHWM")
+
+
+def report(graph, out_file: str, marks: Marks, **extra) -> None:
+    """Save the graph tensors for the cross-check and print the figures as one JSON line."""
+    from safetensors.torch import save_file
+
+    adjacency = graph.adjacency_matrix  # the same name in both libraries
+    save_file({"adjacency_matrix": adjacency.contiguous(),
                "active_features": graph.active_features.contiguous(),
                "selected_features": graph.selected_features.contiguous(),
                "logit_targets": graph.logit_token_ids.contiguous(),
                "logit_probabilities": graph.logit_probabilities.contiguous()}, out_file)
+    m = marks
+    peak = max(m.load_peak, m.attr_peak)
     print(json.dumps({
-        "load_s": loaded - start, "attribute_s": end - loaded, "seconds": end - start,
-        "baseline_rss": baseline, "peak_rss": max(load_peak, attr_peak),
-        "peak_growth": max(load_peak, attr_peak) - baseline,
-        "attribute_peak_growth": attr_peak - before_attr,
+        "load_s": m.load_end - m.start, "attribute_s": m.end - m.load_end,
+        "seconds": m.end - m.start, "baseline_rss": m.baseline, "peak_rss": peak,
+        "peak_growth": peak - m.baseline, "attribute_peak_growth": m.attr_peak - m.before_attr,
         "n_active": int(graph.active_features.shape[0]),
         "n_selected": int(graph.selected_features.shape[0]),
-        "n_nodes": int(graph.adjacency_matrix.shape[0]),
-        "replacement_vs_hf_max_abs": diff}))
+        "n_nodes": int(adjacency.shape[0]), **extra}))
+
+
+def main() -> None:
+    from circuit_tracer import attribute
+
+    model_dir, tc_dir, ids, out_file, params = read_args()
+    marks = Marks()
+    scratch = os.path.join(os.path.dirname(os.path.abspath(out_file)), "ct_tokenizer")
+    hf, model = build(model_dir, tc_dir, max(256, 2 * len(ids)), scratch)
+    marks.loaded()
+    graph = attribute(ids, model, verbose=False, **params)
+    marks.attributed()
+    with torch.no_grad():  # exactness of the replacement model, outside the timing
+        diff = (model(ids[None]) - hf(ids[None]).logits).abs().max().item()
+    report(graph, out_file, marks, replacement_vs_hf_max_abs=diff)
 
 
 if __name__ == "__main__":
