@@ -20,8 +20,8 @@ from ...attribution.prune import PruneResult
 from ...attribution.viewer import write_html
 from ...dictionaries import CrossLayerTranscoder
 from ...errors import InputError, MIError
-from ..checks import non_empty
 from ..common import add_model_args, console, emit_json, load_model
+from .features import prompt_of
 
 
 def register(sub) -> None:
@@ -55,14 +55,6 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _prompt(args: argparse.Namespace) -> str:
-    if (args.text is None) == (args.prompt is None):
-        raise InputError("give the prompt once: as the positional PROMPT or as --prompt")
-    prompt = args.text if args.text is not None else args.prompt
-    non_empty("--prompt", prompt)
-    return prompt
-
-
 def _token_text(model, token_id: int) -> str:
     try:
         return model.require_tokenizer().decode([token_id], errors="replace")
@@ -86,7 +78,7 @@ def export(model, graph: Graph, pruned: PruneResult, slug: str, node_threshold: 
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = _prompt(args)
+    prompt = prompt_of(args)
     out = Path(args.out)
     if out.suffix.lower() != ".json":
         raise InputError(f"--out {args.out!r} must end in .json (the Neuronpedia graph file)")
