@@ -55,7 +55,6 @@ class RwkvCall:
     # {layer: [S] scale of each position's state write} (state knockout / steering)
     write_scales: dict[int, torch.Tensor] = field(default_factory=dict)
     chunked: bool = False  # run the block-parallel WKV (wkv_chunked.chunk_allowed)
-    wkv: torch.Tensor | None = None  # the current block's new WKV state (time mix -> state)
 
 
 class RwkvBlock(nn.Module):
@@ -73,8 +72,8 @@ class RwkvBlock(nn.Module):
     def forward(self, h: torch.Tensor, call: RwkvCall) -> torch.Tensor:
         """h [B,S,D] -> [B,S,D]: time mix then channel mix, every hook point fired."""
         old = call.previous[self.layer] if call.previous is not None else None
-        h, x = self._time_mix(h, call, old)
-        return self._channel_mix(h, call, old, x)
+        h, x, wkv = self._time_mix(h, call, old)
+        return self._channel_mix(h, call, old, x, wkv)
 
     def forward_last(self, h: torch.Tensor, call: RwkvCall) -> torch.Tensor:
         """The same block for a caller that reads only the LAST position's output (the final
@@ -84,14 +83,14 @@ class RwkvBlock(nn.Module):
         token shift reads the one before. The other row is never read (its own shift
         would need a position not computed)."""
         old = call.previous[self.layer] if call.previous is not None else None
-        h, x = self._time_mix(h, call, old)
+        h, x, wkv = self._time_mix(h, call, old)
         if h.shape[1] <= 2:
-            return self._channel_mix(h, call, old, x)
-        return self._channel_mix(h[:, -2:], call, None, x)
+            return self._channel_mix(h, call, old, x, wkv)
+        return self._channel_mix(h[:, -2:], call, None, x, wkv)
 
     def _time_mix(self, h: torch.Tensor, call: RwkvCall,
-                  old: LayerState | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (resid_mid [B,S,D], ln1 output [B,S,D]); the new WKV state is left in call."""
+                  old: LayerState | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (resid_mid [B,S,D], ln1 output [B,S,D], new WKV state [B,H,d,d])."""
         hooks, p = call.hooks, self.points
         h = hooks.fire(p.resid_pre, h)  # [B,S,D]
         x = self.ln1.hooked(h, hooks, p.ln1_scale, p.ln1_normalized)
@@ -103,17 +102,17 @@ class RwkvBlock(nn.Module):
             a, wkv = self.attn(x, prev, wkv, hooks, p, call.v7, scale, chunked=call.chunked)
         else:
             a, wkv = self.attn(x, prev, wkv, hooks, p, scale, chunked=call.chunked)
-        call.wkv = wkv
         a = hooks.fire(p.attn_out, a)
-        return hooks.fire(p.resid_mid, h + a), x
+        return hooks.fire(p.resid_mid, h + a), x, wkv
 
     def _channel_mix(self, h: torch.Tensor, call: RwkvCall, old: LayerState | None,
-                     x: torch.Tensor) -> torch.Tensor:
-        """resid_mid [B,S',D] -> resid_post; records this layer's new state (x: ln1 output)."""
+                     x: torch.Tensor, wkv: torch.Tensor) -> torch.Tensor:
+        """resid_mid [B,S',D] -> resid_post; records this layer's new state (x: the ln1
+        output, wkv: the time mix's new WKV state)."""
         hooks, p = call.hooks, self.points
         xf = self.ln2.hooked(h, hooks, p.ln2_scale, p.ln2_normalized)
         m = hooks.fire(p.mlp_out, self.ffn(xf, old.ffn_x if old is not None else None, hooks, p))
-        call.new.append(LayerState(x[:, -1].detach(), call.wkv.detach(), xf[:, -1].detach()))
+        call.new.append(LayerState(x[:, -1].detach(), wkv.detach(), xf[:, -1].detach()))
         return hooks.fire(p.resid_post, h + m)
 
 

@@ -75,7 +75,7 @@ class TimeMix6(nn.Module):
         # The chunk pieces, built once for the chunked WKV and effective attention.
         pieces = (prepare6(r, k, decay, self.time_faaaa, write_scale)
                   if chunked or attention else None)
-        if chunked:  # block-parallel, the recurrence's numbers
+        if chunked and pieces is not None:  # block-parallel, the recurrence's numbers
             y, state = wkv6_chunked(r, k, v, decay, self.time_faaaa, state, write_scale, pieces)
         else:
             y, state = wkv6(r, k, v, decay, self.time_faaaa, state, write_scale)

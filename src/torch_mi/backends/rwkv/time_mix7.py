@@ -97,7 +97,7 @@ class TimeMix7(nn.Module):
         attention = hooks.is_active(p.effective_attn)  # [B,H,S,S], only when asked for
         # The chunk pieces, built once for the chunked WKV and effective attention.
         pieces = prepare7(r, decay, k_mod, kk, a, write_scale) if chunked or attention else None
-        if chunked:  # block-parallel, the recurrence's numbers
+        if chunked and pieces is not None:  # block-parallel, the recurrence's numbers
             y, state = wkv7_chunked(r, decay, k_mod, v, kk, a, state, write_scale, pieces)
         else:
             y, state = wkv7(r, decay, k_mod, v, kk, a, state, write_scale)
