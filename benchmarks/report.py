@@ -189,10 +189,11 @@ def write_markdown(r: dict, path: Path, command: str) -> None:
               "stays at its high-water mark after a large call (`torch_mi.memory.trim_heap()` "
               "gives it back).",
               "",
-              "At 512 tokens capturing everything costs 1.3x the no-hook forward: the 30 "
-              "materialised [9, 512, 512] score and pattern tensors (the explicit path computes "
-              "the full square that flash attention halves by causality) and ~1 GB of fresh, "
-              "page-faulted memory for the captures."]
+              "At 512 tokens capturing everything costs 1.3-3x the no-hook forward, and varies "
+              "most from call to call (one re-run at 23:55: 1.35-3.19 s per call, median 2.0x): "
+              "the 30 materialised [9, 512, 512] score and pattern tensors (the explicit path "
+              "computes the full square that flash attention halves by causality) and ~1 GB of "
+              "fresh, page-faulted memory for the captures, beyond what the allocator keeps."]
     for name, error in r.get("errors", {}).items():
         lines += ["", f"Scenario `{name}` failed in this run: `{error.splitlines()[-1]}`"]
     path.parent.mkdir(parents=True, exist_ok=True)
