@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ops import wide
+from .ops import scaled, wide
 
 CHUNK = 32  # positions per chunk (halved while a chunk's split factors leave e^±MAX_SPAN)
 V7_CHUNK = 64  # RWKV-7: its decays allow it, and fewer chunks mean fewer state steps
@@ -139,11 +139,6 @@ def not_before(c: int, device: torch.device) -> torch.Tensor:
     """[C,C] True on and above the diagonal: what a read of strictly earlier sources zeros
     (``.triu(1)`` of it: what a read of sources up to the query itself zeros)."""
     return ~torch.ones(c, c, dtype=torch.bool, device=device).tril(-1)
-
-
-def scaled(k: torch.Tensor, write_scale: torch.Tensor | None) -> torch.Tensor:
-    """k [B,S,H,d] with each position's state write scaled (knockout / steering)."""
-    return k if write_scale is None else k * write_scale.to(k)[None, :, None, None]
 
 
 def _pair(x: torch.Tensor, y: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,12 @@ def wide(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
+def scaled(k: torch.Tensor, write_scale: torch.Tensor | None) -> torch.Tensor:
+    """k [B,S,H,d] with each position's state write kᵀv scaled (state knockout / steering:
+    ``write_scale`` [S], or None for no change)."""
+    return k if write_scale is None else k * write_scale.to(k)[None, :, None, None]
+
+
 def token_shift(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
     """δ = shifted - x for x [B,S,D]: position 0 is shifted against ``prev`` [B,D] (the
     previous call's last position) or zeros, position t against x[:, t-1]."""

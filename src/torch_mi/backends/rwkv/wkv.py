@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .ops import wide
+from .ops import scaled, wide
 
 
 def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
@@ -30,7 +30,7 @@ def wkv6(r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, w: torch.Tensor,
     steering) scales the state write kᵀv of each position, not the bonus ``u``."""
     r, k, v, w = (wide(t) for t in (r, k, v, w))
     bonus = (r * wide(u) * k).sum(-1, keepdim=True) * v  # r·(u⊙k) v [B,S,H,dv]
-    k = _scaled(k, write_scale)
+    k = scaled(k, write_scale)
     s = state
     out = []
     for t in range(r.shape[1]):  # a matmul and one fused update per step
@@ -46,31 +46,19 @@ def wkv7(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     (y [B,S,H,d] fp32, final state [B,H,d,d] fp32). ``write_scale`` [S] (state knockout /
     steering) scales the write kᵀv of each position; decay and rank-1 term still apply."""
     r, w, k, v, kk, a = (wide(t) for t in (r, w, k, v, kk, a))
-    if r.shape[1] == 1:  # a generation step: the same ops without the loop's bookkeeping
-        return _wkv7_step(r[:, 0], w[:, 0], _scaled(k, write_scale)[:, 0], v[:, 0], kk[:, 0],
-                          a[:, 0], state)
-    writes = torch.stack([-kk * a, _scaled(k, write_scale)], dim=-1)  # [B,S,H,d,2]
+    writes = torch.stack([-kk * a, scaled(k, write_scale)], dim=-1)  # [B,S,H,d,2]
     s = state
     out = []
-    for t in range(r.shape[1]):  # both rank-1 writes (b ⊗ αᵀS, k ⊗ v) in one matmul
-        values = torch.cat([kk[:, t, :, None, :] @ s, v[:, t, :, None, :]], dim=2)  # [B,H,2,dv]
-        s = torch.addcmul(writes[:, t] @ values, w[:, t, :, :, None], s)
-        out.append(r[:, t, :, None, :] @ s)  # r S_t [B,H,1,dv]
-    return torch.cat(out, dim=2).transpose(1, 2), s
+    for t in range(r.shape[1]):  # one step per position (a generation step: one in all)
+        y, s = _wkv7_step(r[:, t], w[:, t], writes[:, t], v[:, t], kk[:, t], s)
+        out.append(y)
+    return (out[0] if len(out) == 1 else torch.cat(out, dim=1)), s
 
 
-def _wkv7_step(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               kk: torch.Tensor, a: torch.Tensor,
-               s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of :func:`wkv7` on [B,H,d] inputs (k already write-scaled): the loop body
-    with the same operations in the same order, so the same numbers -> (y [B,1,H,dv],
-    state [B,H,d,dv])."""
-    writes = torch.stack([-kk * a, k], dim=-1)  # [B,H,d,2]
+def _wkv7_step(r: torch.Tensor, w: torch.Tensor, writes: torch.Tensor, v: torch.Tensor,
+               kk: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of :func:`wkv7`: r, w, v, kk [B,H,d(v)], writes [b k] [B,H,d,2] -> (y
+    [B,1,H,dv], state [B,H,d,dv]). Both rank-1 writes (b ⊗ αᵀS, k ⊗ v) in one matmul."""
     values = torch.cat([kk[:, :, None, :] @ s, v[:, :, None, :]], dim=2)  # [B,H,2,dv]
     s = torch.addcmul(writes @ values, w[..., None], s)
-    return (r[:, :, None, :] @ s).transpose(1, 2), s
-
-
-def _scaled(k: torch.Tensor, write_scale: torch.Tensor | None) -> torch.Tensor:
-    """k [B,S,H,d] with each position's state write kᵀv scaled (knockout / steering)."""
-    return k if write_scale is None else k * write_scale.to(k)[None, :, None, None]
+    return (r[:, :, None, :] @ s).transpose(1, 2), s  # r S_t
